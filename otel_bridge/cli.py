@@ -1,0 +1,97 @@
+"""Commands: serve, check-config, convert. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+import yaml
+
+from otel_bridge import __version__
+from otel_bridge.config import load_settings, parse_project
+from otel_bridge.errors import ConfigError
+from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.otlp import parse_request
+from otel_bridge.telemetry import setup_logging
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-bridge", description="OpenTelemetry traces in, W&B Weave calls out.")
+    parser.add_argument("--version", action="version", version=f"otel-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults)")
+        return command
+
+    with_config(commands.add_parser("serve", help="run the bridge until SIGTERM/SIGINT"))
+    with_config(commands.add_parser("check-config", help="validate a config and print the effective one"))
+    convert = with_config(
+        commands.add_parser("convert", help="map an OTLP file to the calls-complete request body; sends nothing")
+    )
+    convert.add_argument("--project", metavar="ENTITY/PROJECT", help="project for spans that name none")
+    convert.add_argument("input", metavar="INPUT", help="OTLP/JSON (object or JSON lines) or binary protobuf file")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from otel_bridge.app import serve  # grpc is only needed here
+
+    settings = load_settings(args.config)
+    setup_logging(settings.telemetry.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    sys.stdout.write(yaml.safe_dump(settings.masked(), sort_keys=False))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    project = args.project or settings.exporter.weave.project
+    if args.project and parse_project(args.project) is None:
+        raise ConfigError(f"--project {args.project!r}: expected entity/project")
+    try:
+        requests = parse_request(Path(args.input).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.input}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
+        return 1
+    calls: list[bytes] = []
+    rejected = 0
+    for request in requests:
+        mapped = map_request(request, header_project=None, default_project=project, rules=DEFAULT_RULES)
+        for project_calls in mapped.calls.values():
+            calls.extend(project_calls)
+        if mapped.rejected:
+            rejected += mapped.rejected
+            print(f"otel-bridge convert: {mapped.error_message()}", file=sys.stderr)
+    body = orjson.loads(b'{"batch":[' + b",".join(calls) + b"]}")
+    sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+    return 1 if rejected else 0
+
+
+_COMMANDS = {"serve": _serve, "check-config": _check_config, "convert": _convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"otel-bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logging.shutdown()

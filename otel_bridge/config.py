@@ -1,0 +1,276 @@
+"""Settings: YAML + environment -> typed, validated settings.
+
+Every key has its default here, on the field; `config/bridge.yaml` documents the same keys and a test
+checks that it loads to exactly `Settings()`. `${env:NAME}` and `${env:NAME:-default}` are expanded once,
+while loading; components receive settings that are already valid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from otel_bridge.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "parse_duration", "format_duration", "parse_project"]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """A Go-style duration ("500ms", "1m30s") or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 1s or 5m")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 500ms, 1s or 5m")
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {value!r}: expected a number with a unit (ns, us, ms, s, m, h), e.g. 500ms, 1s, 1m30s")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+
+def parse_project(value: str) -> tuple[str, str] | None:
+    """`entity/project` -> (entity, project); None when it is not of that form."""
+    entity, sep, project = value.strip().partition("/")
+    if not sep or not entity or not project or "/" in project:
+        return None
+    return entity, project
+
+
+def _check_endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid endpoint {value!r}: expected host:port, e.g. 0.0.0.0:4317")
+    return value
+
+
+Endpoint = Annotated[str, BeforeValidator(_check_endpoint)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, not silently ignored: a typo like `htttp:` must fail check-config.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class GrpcReceiver(_Section):
+    endpoint: Endpoint = "0.0.0.0:4317"
+    max_recv_msg_size_mib: int = Field(64, gt=0, le=2047)
+
+
+class HttpReceiver(_Section):
+    endpoint: Endpoint = "0.0.0.0:4318"
+
+
+class Receiver(_Section):
+    grpc: GrpcReceiver | None = GrpcReceiver()
+    http: HttpReceiver | None = HttpReceiver()
+
+    @model_validator(mode="after")
+    def _one_receiver(self) -> Receiver:
+        if self.grpc is None and self.http is None:
+            raise ValueError("both receivers are disabled: enable receiver.grpc or receiver.http")
+        return self
+
+
+def _env_or(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+class WeaveExporter(_Section):
+    base_url: str = Field(default_factory=lambda: _env_or("WF_TRACE_SERVER_URL", "https://trace.wandb.ai"))
+    api_key: SecretStr = Field(default_factory=lambda: SecretStr(os.environ.get("WANDB_API_KEY", "")))
+    project: str = Field(default_factory=lambda: os.environ.get("WEAVE_PROJECT", ""))
+    timeout: Duration = Field(30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"invalid URL {value!r}: expected http(s)://host[:port][/path]")
+        return value.rstrip("/")
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if value and parse_project(value) is None:
+            raise ValueError(f"invalid project {value!r}: expected entity/project")
+        return value.strip()
+
+
+class FileExporter(_Section):
+    path: str = "otel-bridge-calls.jsonl"
+
+
+# The upstream refuses request bodies over 31 MiB (the Weave SDK keeps under it too).
+UPSTREAM_MAX_BODY_BYTES = 31 * 1024 * 1024
+
+
+class Batch(_Section):
+    max_calls: int = Field(1000, gt=0)
+    max_bytes: int = Field(10 * 1024 * 1024, gt=0, le=UPSTREAM_MAX_BODY_BYTES)
+    flush_interval: Duration = Field(1.0, gt=0)
+
+
+class Queue(_Section):
+    directory: str | None = None
+    max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    num_consumers: int = Field(4, gt=0, le=64)
+
+
+class Retry(_Section):
+    enabled: bool = True
+    initial_interval: Duration = Field(1.0, gt=0)
+    max_interval: Duration = Field(30.0, gt=0)
+    max_elapsed_time: Duration = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _intervals(self) -> Retry:
+        if self.max_interval < self.initial_interval:
+            raise ValueError("`max_interval` must not be less than `initial_interval`")
+        if self.max_elapsed_time and self.max_elapsed_time < self.initial_interval:
+            raise ValueError("`max_elapsed_time` must not be less than `initial_interval`")
+        return self
+
+
+class Exporter(_Section):
+    weave: WeaveExporter = Field(default_factory=WeaveExporter)
+    file: FileExporter = FileExporter()
+    batch: Batch = Batch()
+    queue: Queue = Queue()
+    retry: Retry = Retry()
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Exporter:
+        if self.queue.max_bytes < self.batch.max_bytes:
+            raise ValueError(
+                f"`queue.max_bytes` ({self.queue.max_bytes}) must be >= `batch.max_bytes` ({self.batch.max_bytes})"
+            )
+        return self
+
+
+class Telemetry(_Section):
+    endpoint: Endpoint | None = "0.0.0.0:13133"
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        levels = ("debug", "info", "warning", "error")
+        if value.lower() not in levels:
+            raise ValueError(f"invalid log level {value!r}: expected one of {', '.join(levels)}")
+        return value.lower()
+
+
+class Mapping(_Section):
+    pass
+
+
+class Settings(_Section):
+    shutdown_timeout: Duration = Field(10.0, ge=0)
+    receiver: Receiver = Receiver()
+    exporter: Exporter = Field(default_factory=Exporter)
+    telemetry: Telemetry = Telemetry()
+    mapping: Mapping = Mapping()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets masked: what check-config prints."""
+        data = self.model_dump(mode="json")
+        key = self.exporter.weave.api_key.get_secret_value()
+        data["exporter"]["weave"]["api_key"] = "********" if key else ""
+        return data
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """Expand `${env:NAME}` / `${env:NAME:-default}` in every string of a YAML tree; `$$` is a literal `$`."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            found = env.get(match.group(1), "")
+            if not found and match.group(2) is not None:
+                return match.group(2)
+            return found
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    return value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    if error["type"] == "extra_forbidden":
+        return f"`{path}`: unknown key"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("model_type", "dict_type"):
+        return f"`{path}`: expected a mapping of keys, found {error['input']!r}"
+    shown = error.get("input")
+    if isinstance(shown, (dict, list)) or path.endswith("api_key"):
+        return f"`{path}`: {message}"
+    return f"`{path}` ({shown!r}): {message}"
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate settings; no path means built-in defaults (and their environment variables)."""
+    raw: Any = {}
+    source = "built-in defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections at the top level, found {type(raw).__name__}")
+    try:
+        return Settings.model_validate(expand_env(raw))
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(f"  - {p}" for p in problems)) from None

@@ -1,0 +1,89 @@
+"""call.otel_dump: the whole span as JSON, so nothing the exporter sent is lost.
+
+The shape follows Weave's own ingestion (name, context, kind, parent_id, times, status, attributes,
+events, links, resource) and adds what it leaves out: the instrumentation scope, flags, dropped counts
+and the exact nanosecond times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_bridge.otlp import attribute_tree, iso_time
+
+__all__ = ["resource_dump", "scope_dump", "span_dump", "SPAN_KIND_NAMES", "STATUS_CODE_NAMES"]
+
+SPAN_KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+STATUS_CODE_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def resource_dump(resource: Any, tree: dict[str, Any]) -> dict[str, Any]:
+    return {"attributes": tree, "dropped_attributes_count": resource.dropped_attributes_count}
+
+
+def scope_dump(scope: Any) -> dict[str, Any]:
+    return {
+        "name": scope.name,
+        "version": scope.version,
+        "attributes": attribute_tree(scope.attributes),
+        "dropped_attributes_count": scope.dropped_attributes_count,
+    }
+
+
+def _events(span: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": event.name,
+            "timestamp": event.time_unix_nano,
+            "attributes": attribute_tree(event.attributes),
+            "dropped_attributes_count": event.dropped_attributes_count,
+        }
+        for event in span.events
+    ]
+
+
+def _links(span: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "trace_state": link.trace_state,
+            "attributes": attribute_tree(link.attributes),
+            "dropped_attributes_count": link.dropped_attributes_count,
+            "flags": link.flags,
+        }
+        for link in span.links
+    ]
+
+
+def span_dump(
+    span: Any,
+    *,
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    tree: dict[str, Any],
+    resource: dict[str, Any],
+    scope: dict[str, Any],
+) -> dict[str, Any]:
+    status = span.status
+    return {
+        "name": span.name,
+        "context": {"trace_id": trace_id, "span_id": span_id, "trace_state": span.trace_state},
+        "kind": SPAN_KIND_NAMES.get(span.kind, str(span.kind)),
+        "parent_id": parent_id,
+        "start_time": iso_time(span.start_time_unix_nano),
+        "end_time": iso_time(span.end_time_unix_nano),
+        "start_time_unix_nano": span.start_time_unix_nano,
+        "end_time_unix_nano": span.end_time_unix_nano,
+        "status": {"code": STATUS_CODE_NAMES.get(status.code, str(status.code)), "message": status.message},
+        "attributes": tree,
+        "dropped_attributes_count": span.dropped_attributes_count,
+        "events": _events(span),
+        "dropped_events_count": span.dropped_events_count,
+        "links": _links(span),
+        "dropped_links_count": span.dropped_links_count,
+        "flags": span.flags,
+        "resource": resource,
+        "scope": scope,
+    }

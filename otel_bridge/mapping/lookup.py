@@ -1,0 +1,75 @@
+"""Finding values in a span's attribute tree by the rule tables' key paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_bridge.mapping.rules import Source
+
+__all__ = ["find", "first", "first_present", "first_truthy", "as_int", "as_str"]
+
+
+def find(tree: Any, path: tuple[str, ...]) -> Any:
+    """The value at a key path, walking dicts by key and lists by index; None when absent."""
+    node = tree
+    for part in path:
+        if type(node) is dict:
+            node = node.get(part)
+            if node is None:
+                return None
+        elif type(node) is list and part.isdigit():
+            index = int(part)
+            if index >= len(node):
+                return None
+            node = node[index]
+        else:
+            return None
+    return node
+
+
+def first_truthy(tree: dict[str, Any], sources: tuple[Source, ...]) -> tuple[str, Any] | None:
+    """The first source whose value is present and non-empty, as (key as written, value)."""
+    for key, path in sources:
+        value = find(tree, path)
+        if value:
+            return key, value
+    return None
+
+
+def first(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
+    found = first_truthy(tree, sources)
+    return None if found is None else found[1]
+
+
+def first_present(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
+    """The first source whose value is present, even when it is 0 or False."""
+    for _, path in sources:
+        value = find(tree, path)
+        if value is not None:
+            return value
+    return None
+
+
+def as_int(value: Any) -> int | None:
+    """Token counts arrive as ints, floats or strings depending on the instrumentation."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float and value.is_integer():
+        return int(value)
+    if kind is str:
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if type(value) is str:
+        return value
+    if type(value) in (int, float, bool):
+        return str(value)
+    return None

@@ -1,0 +1,97 @@
+"""One OTLP ExportTraceServiceRequest -> serialized calls per project, plus the spans it rejects.
+
+Routing, first that applies: resource attributes `wandb.entity` + `wandb.project`; the request's
+`project_id` header/metadata; `exporter.weave.project`. A span with none is rejected, never guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from otel_bridge.config import parse_project
+from otel_bridge.errors import RejectedSpan
+from otel_bridge.mapping.dump import resource_dump, scope_dump
+from otel_bridge.mapping.lookup import as_str, find
+from otel_bridge.mapping.rules import Rules
+from otel_bridge.mapping.span import map_span
+from otel_bridge.otlp import attribute_tree
+
+__all__ = ["MappedRequest", "map_request", "NO_PROJECT"]
+
+log = logging.getLogger("otel_bridge.mapping")
+
+NO_PROJECT = (
+    "span has no project: set resource attributes wandb.entity + wandb.project, "
+    "or the header project_id: entity/project, or exporter.weave.project (env WEAVE_PROJECT)"
+)
+_MAX_REASONS = 3
+
+
+@dataclass(slots=True)
+class MappedRequest:
+    calls: dict[str, list[bytes]] = field(default_factory=dict)  # project_id -> calls as JSON
+    spans: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.spans - self.rejected
+
+    def reject(self, span: Any, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < _MAX_REASONS:
+            self.reasons.append(f"span {span.span_id.hex() or '(no id)'}: {reason}")
+
+    def error_message(self) -> str:
+        """The partial_success message: how many were rejected, and the first reasons."""
+        if not self.rejected:
+            return ""
+        more = self.rejected - len(self.reasons)
+        tail = f"; and {more} more" if more > 0 else ""
+        return f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail
+
+
+def _resource_project(tree: dict[str, Any]) -> str | None:
+    entity = as_str(find(tree, ("wandb", "entity")))
+    project = as_str(find(tree, ("wandb", "project")))
+    if entity and project:
+        return f"{entity}/{project}"
+    if project and not entity and parse_project(project):
+        return project  # wandb.project given as entity/project
+    return None
+
+
+def map_request(request: Any, *, header_project: str | None, default_project: str, rules: Rules) -> MappedRequest:
+    result = MappedRequest()
+    header_error = None
+    if header_project and parse_project(header_project) is None:
+        header_error = f"header project_id {header_project!r} is not of the form entity/project"
+        header_project = None
+    for resource_spans in request.resource_spans:
+        resource_tree = attribute_tree(resource_spans.resource.attributes)
+        project_id = _resource_project(resource_tree) or header_project or default_project or None
+        resource = resource_dump(resource_spans.resource, resource_tree)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_dump(scope_spans.scope)
+            for span in scope_spans.spans:
+                result.spans += 1
+                if project_id is None:
+                    result.reject(span, header_error or NO_PROJECT)
+                    continue
+                try:
+                    call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
+                    encoded = orjson.dumps(call)
+                except RejectedSpan as exc:
+                    result.reject(span, str(exc))
+                    continue
+                except Exception as exc:  # one span that breaks the mapping must not sink its neighbours
+                    log.exception("failed to map span %s", span.span_id.hex())
+                    result.reject(span, f"internal error while mapping: {type(exc).__name__}: {exc}")
+                    continue
+                result.calls.setdefault(project_id, []).append(encoded)
+    return result

@@ -1,0 +1,195 @@
+"""One span -> one completed call (a plain dict in the shape of CompletedCallSchemaForInsert).
+
+Each call field is computed in one place below, from the span, its attribute tree and the rule tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+from otel_bridge.errors import RejectedSpan
+from otel_bridge.mapping import content
+from otel_bridge.mapping.dump import span_dump
+from otel_bridge.mapping.lookup import as_int, as_str, find, first, first_present, first_truthy
+from otel_bridge.mapping.rules import Rules
+from otel_bridge.mapping.usage import usage
+from otel_bridge.otlp import attribute_tree, iso_time
+
+__all__ = ["map_span", "op_name"]
+
+MAX_OP_NAME_LENGTH = 128
+MAX_DISPLAY_NAME_LENGTH = 1024
+_STATUS_ERROR = 2
+_IS_TURN_PATH = ("wandb", "is_turn")
+_ERROR_TYPE_PATH = ("error", "type")
+
+
+def op_name(name: str) -> str:
+    """The span name, at most 128 characters: longer names keep their start plus `:` and 4 hex of sha256."""
+    if not name:
+        return "unnamed_span"
+    if len(name) <= MAX_OP_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:4]
+    return f"{name[: MAX_OP_NAME_LENGTH - 5]}:{digest}"
+
+
+def _ids(span: Any) -> tuple[str, str, str | None]:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or not any(trace_id):
+        raise RejectedSpan(f"invalid trace_id {trace_id.hex()!r}: must be 16 bytes, not all zero")
+    if len(span_id) != 8 or not any(span_id):
+        raise RejectedSpan(f"invalid span_id {span_id.hex()!r}: must be 8 bytes, not all zero")
+    if not parent or not any(parent):
+        parent_id = None
+    elif len(parent) != 8:
+        raise RejectedSpan(f"invalid parent_span_id {parent.hex()!r}: must be empty or 8 bytes")
+    else:
+        parent_id = parent.hex()
+    return trace_id.hex(), span_id.hex(), parent_id
+
+
+def _override_time(value: Any) -> int | None:
+    """An override time (ISO 8601 string or unix nanoseconds) -> unix nanoseconds."""
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return None
+
+
+def _times(span: Any, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if start == 0:
+        raise RejectedSpan("start_time_unix_nano is missing (0)")
+    if end == 0:
+        raise RejectedSpan("end_time_unix_nano is missing (0): only finished spans can become calls")
+    start = _override_time(first_present(tree, rules.field("started_at"))) or start
+    end = _override_time(first_present(tree, rules.field("ended_at"))) or end
+    # A clock skewed backwards must not produce a call that ends before it starts; otel_dump keeps the
+    # times as sent.
+    return start, max(start, end)
+
+
+def _exception(span: Any, tree: dict[str, Any]) -> str | None:
+    """Non-empty for every ERROR span: an empty string reads back as success upstream."""
+    status = span.status
+    if status.code != _STATUS_ERROR:
+        return None
+    if status.message:
+        return status.message
+    for event in span.events:
+        if event.name == "exception":
+            fields = {kv.key: kv.value.string_value for kv in event.attributes}
+            kind, message = fields.get("exception.type"), fields.get("exception.message")
+            if kind and message:
+                return f"{kind}: {message}"
+            if kind or message:
+                return kind or message
+    error_type = as_str(find(tree, _ERROR_TYPE_PATH))
+    return error_type or "error"
+
+
+def _attributes(tree: dict[str, Any], rules: Rules) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for name, sources in rules.attributes.items():
+        value = first(tree, sources)
+        if value is not None:
+            attributes[name] = value
+    return attributes
+
+
+def _thread(tree: dict[str, Any], rules: Rules, span_id: str) -> tuple[str | None, str | None]:
+    thread_id = as_str(first(tree, rules.field("thread_id")))
+    if thread_id is None:
+        return None, None
+    explicit = find(tree, _IS_TURN_PATH)
+    is_turn = explicit if type(explicit) is bool else first_truthy(tree, rules.field("is_turn")) is not None
+    return thread_id, span_id if is_turn else None
+
+
+def _display_name(tree: dict[str, Any], rules: Rules) -> str | None:
+    name = as_str(first(tree, rules.field("display_name")))
+    if name is not None and len(name) > MAX_DISPLAY_NAME_LENGTH:
+        name = name[: MAX_DISPLAY_NAME_LENGTH - 3] + "..."
+    return name
+
+
+def _wb_run_id(tree: dict[str, Any], rules: Rules, project_id: str) -> str | None:
+    run_id = as_str(first(tree, rules.field("wb_run_id")))
+    if run_id is not None and "/" not in run_id and ":" not in run_id:
+        run_id = f"{project_id}/{run_id}"  # a bare run id belongs to the span's project
+    return run_id
+
+
+def map_span(
+    span: Any,
+    *,
+    project_id: str,
+    resource: dict[str, Any],
+    scope: dict[str, Any],
+    rules: Rules,
+) -> dict[str, Any]:
+    """A protobuf Span -> a completed call. Raises RejectedSpan with the reason when it cannot be one."""
+    trace_id, span_id, parent_id = _ids(span)
+    tree = attribute_tree(span.attributes)
+    start, end = _times(span, tree, rules)
+    name = op_name(span.name)
+
+    inputs = content.inputs(tree, rules)
+    output = content.output(tree, rules)
+    attributes = _attributes(tree, rules)
+    token_usage = usage(tree, attributes, rules)
+    custom = first(tree, rules.field("custom_attributes"))
+    if type(custom) is dict:
+        attributes.update(custom)
+    if not attributes and not inputs and not output and not token_usage:
+        attributes = tree  # nothing recognised: keep every attribute where users look first
+
+    summary: dict[str, Any] = {
+        "weave": {
+            "status": "error" if span.status.code == _STATUS_ERROR else "success",
+            "latency_ms": (end - start) // 1_000_000,
+            "trace_name": name,
+        }
+    }
+    if token_usage:
+        summary["usage"] = token_usage
+
+    call: dict[str, Any] = {
+        "project_id": project_id,
+        "id": span_id,
+        "trace_id": trace_id,
+        "parent_id": parent_id,
+        "op_name": name,
+        "started_at": iso_time(start),
+        "ended_at": iso_time(end),
+        "attributes": attributes,
+        "inputs": inputs,
+        "output": output,
+        "exception": _exception(span, tree),
+        "summary": summary,
+    }
+    optional = {
+        "display_name": _display_name(tree, rules),
+        "wb_run_id": _wb_run_id(tree, rules, project_id),
+        "wb_run_step": as_int(first_present(tree, rules.field("wb_run_step"))),
+        "wb_run_step_end": as_int(first_present(tree, rules.field("wb_run_step_end"))),
+    }
+    optional["thread_id"], optional["turn_id"] = _thread(tree, rules, span_id)
+    for key, value in optional.items():
+        if value is not None:
+            call[key] = value
+    call["otel_dump"] = span_dump(
+        span, trace_id=trace_id, span_id=span_id, parent_id=parent_id, tree=tree, resource=resource, scope=scope
+    )
+    return call

@@ -1,0 +1,207 @@
+"""OTLP decoding helpers: AnyValue -> Python, ids, times, attribute trees, OTLP/JSON.
+
+This is the hot path: plain functions over protobuf messages, no pydantic, no work a span does not need.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+__all__ = [
+    "CONFLICT_KEY",
+    "any_value",
+    "attribute_tree",
+    "iso_time",
+    "parse_otlp_json",
+    "parse_request",
+]
+
+# Where a scalar goes when the same key also has dotted sub-keys (`x` and `x.y`): Weave's own ingestion
+# rejects the whole span then; we keep both values, the scalar under this key of the sub-dict.
+CONFLICT_KEY = "_value"
+
+_INF = math.inf
+
+
+def any_value(value: Any) -> Any:
+    """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        number = value.double_value
+        if number != number or number == _INF or number == -_INF:
+            return str(number)
+        return number
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None
+
+
+def _parse_json_string(text: str) -> Any:
+    # Instrumentations often send structured content (messages, parameters) as JSON strings; like Weave,
+    # parse any string that looks like a JSON object or array, and keep it as it is when it is not one.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _put(node: dict[str, Any], key: str, value: Any) -> None:
+    existing = node.get(key)
+    if existing is None:
+        node[key] = value
+    elif isinstance(existing, dict):
+        if isinstance(value, dict):
+            existing.update(value)
+        else:
+            existing[CONFLICT_KEY] = value
+    elif isinstance(value, dict):
+        node[key] = {CONFLICT_KEY: existing, **value}
+    else:
+        node[key] = value  # a repeated key: the last one wins, as in the OpenTelemetry SDKs
+
+
+def _set_path(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            if isinstance(child, list):
+                # A JSON-array value beside indexed sub-keys (`x` = "[...]" and `x.0.y`): merge by index.
+                child = {str(i): item for i, item in enumerate(child)}
+            else:
+                child = {CONFLICT_KEY: child}
+            node[part] = child
+        node = child
+    _put(node, parts[-1], value)
+
+
+def attribute_tree(attributes: Any) -> dict[str, Any]:
+    """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts keyed
+    "0".."n-1" turned into lists.
+
+    Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`.
+    """
+    tree: dict[str, Any] = {}
+    indexed = False
+    for kv in attributes:
+        value = any_value(kv.value)
+        if type(value) is str and value[:1] in ("{", "["):
+            value = _parse_json_string(value)
+        key = kv.key
+        if "." in key:
+            parts = key.split(".")
+            if not indexed:
+                indexed = any(part.isdigit() for part in parts)
+            _set_path(tree, parts, value)
+        else:
+            _put(tree, key, value)
+    if indexed:
+        _listify_children(tree)
+    return tree
+
+
+def _listify(node: Any) -> Any:
+    """Dicts keyed "0".."n-1" (flattened lists such as `gen_ai.prompt.0.role`) -> lists, recursively."""
+    if type(node) is dict:
+        _listify_children(node)
+        keys = node.keys()
+        if keys and all(type(k) is str and k.isdigit() for k in keys):
+            if sorted(int(k) for k in keys) == list(range(len(node))):
+                return [node[str(i)] for i in range(len(node))]
+    elif type(node) is list:
+        for i, item in enumerate(node):
+            node[i] = _listify(item)
+    return node
+
+
+def _listify_children(node: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if type(value) is dict or type(value) is list:
+            node[key] = _listify(value)
+
+
+def iso_time(unix_nano: int) -> str:
+    """Nanoseconds since the epoch -> ISO 8601 UTC with microseconds, e.g. 2026-01-02T03:04:05.678901Z.
+
+    Integer arithmetic only, so the same span always gives the same string (the upstream dedups a resent
+    call only when `id` and `started_at` are both equal).
+    """
+    seconds, nanos = divmod(unix_nano, 1_000_000_000)
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{nanos // 1000:06d}Z"
+    )
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+def _hex_ids_to_base64(obj: Any) -> None:
+    # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
+    for key in _ID_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            try:
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+            except ValueError:
+                raise ValueError(f"{key} {value!r} is not hex") from None
+
+
+def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
+    """An OTLP/JSON ExportTraceServiceRequest (hex ids, lowerCamelCase; unknown fields ignored) -> protobuf."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object with resourceSpans")
+    for resource_spans in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+        for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
+            for span in scope_spans.get("spans") or []:
+                _hex_ids_to_base64(span)
+                for link in span.get("links") or []:
+                    _hex_ids_to_base64(link)
+    try:
+        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise ValueError(f"not an OTLP/JSON trace request: {exc}") from None
+
+
+def parse_request(data: bytes) -> list[ExportTraceServiceRequest]:
+    """A file's bytes -> requests: OTLP/JSON (one object, or one per line as the Collector's file
+    exporter writes them) or a binary protobuf ExportTraceServiceRequest."""
+    stripped = data.lstrip()
+    if stripped[:1] == b"{":
+        lines = [line for line in stripped.splitlines() if line.strip()]
+        try:
+            return [parse_otlp_json(line) for line in lines]
+        except ValueError:
+            if len(lines) == 1:
+                raise
+            return [parse_otlp_json(stripped)]  # one pretty-printed object over several lines
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except Exception:  # protobuf raises DecodeError, sometimes other errors, for garbage
+        raise ValueError("neither OTLP/JSON nor a binary protobuf ExportTraceServiceRequest") from None
+    return [request]

@@ -1,0 +1,1 @@
+"""OTLP receivers: thin adapters over Pipeline.export."""
