@@ -1,0 +1,112 @@
+"""Shared fixtures: a clean environment, the upstream stand-in, and real bridges on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from upstream import UpstreamServer  # noqa: E402
+
+from otel_bridge.app import Bridge  # noqa: E402
+from otel_bridge.config import Settings  # noqa: E402
+
+API_KEY = "test-api-key"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables the bridge reads must come from the test, never from a developer's shell."""
+    for name in ("WANDB_API_KEY", "WEAVE_PROJECT", "WF_TRACE_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer(api_key=API_KEY) as server:
+        yield server
+        server.assert_no_errors()
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def bridge_settings(upstream: UpstreamServer | None = None, **sections: Any) -> Settings:
+    """Settings for a test bridge: loopback ports chosen by the OS, short flush interval."""
+    base: dict[str, Any] = {
+        "shutdown_timeout": "5s",
+        "receiver": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}},
+        "exporter": {"batch": {"flush_interval": "50ms"}, "retry": {"initial_interval": "50ms", "max_interval": "200ms"}},
+        "telemetry": {"endpoint": "127.0.0.1:0"},
+    }
+    if upstream is not None:
+        base["exporter"]["weave"] = {"base_url": upstream.url, "api_key": API_KEY}
+    return Settings.model_validate(_merge(base, sections))
+
+
+class RunningBridge:
+    """A Bridge on its own event loop in a background thread, driven from synchronous test code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bridge-loop", daemon=True)
+        self.bridge: Bridge | None = None
+
+    def call(self, coroutine: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def start(self) -> RunningBridge:
+        self._thread.start()
+
+        async def build_and_start() -> Bridge:
+            bridge = Bridge(self.settings)
+            await bridge.start()
+            return bridge
+
+        self.bridge = self.call(build_and_start())
+        return self
+
+    @property
+    def grpc_endpoint(self) -> str:
+        assert self.bridge and self.bridge.grpc
+        return f"127.0.0.1:{self.bridge.grpc.port}"
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.call(self.bridge.stop())
+            self.bridge = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def start_bridge() -> Iterator[Any]:
+    """start_bridge(settings) -> a RunningBridge, stopped at the end of the test."""
+    running: list[RunningBridge] = []
+
+    def start(settings: Settings) -> RunningBridge:
+        bridge = RunningBridge(settings).start()
+        running.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in reversed(running):
+        if bridge.bridge is not None:
+            bridge.stop()

@@ -1,0 +1,166 @@
+"""The commands, run as a user runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from spans import request, span
+
+ROOT = Path(__file__).parent.parent
+FIXTURE = Path(__file__).parent / "testdata" / "otlp" / "genai_chat.json"
+SCHEMA = json.loads((ROOT / "proto" / "calls-complete.schema.json").read_text())
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_bridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def validate(body: dict) -> None:
+    Draft202012Validator(SCHEMA, format_checker=FormatChecker()).validate(body)
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("otel-bridge ")
+
+
+def test_check_config_prints_effective_config_with_secret_masked():
+    result = run("check-config", env={"WANDB_API_KEY": "super-secret-key"})
+    assert result.returncode == 0, result.stderr
+    assert "super-secret-key" not in result.stdout + result.stderr
+    assert "api_key: '********'" in result.stdout
+    assert "endpoint: 0.0.0.0:4317" in result.stdout
+
+
+def test_check_config_reports_every_error_and_exits_2():
+    result = run("check-config", "--config", str(Path(__file__).parent / "testdata" / "config" / "bad_values.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n  - ") == 4
+    assert "`receiver.grpc.endpoint`" in result.stderr and "`exporter.weave.project`" in result.stderr
+
+
+def test_convert_prints_the_request_body():
+    result = run("convert", str(FIXTURE))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    validate(body)
+    (call,) = body["batch"]
+    assert call["project_id"] == "acme/chat"
+    assert call["id"] == "eee19b7ec3c1b174" and call["trace_id"] == "5b8efff798038103d269b633813fc60c"
+    assert call["started_at"] == "2026-01-01T00:00:00.000000Z"
+    assert call["ended_at"] == "2026-01-01T00:00:01.250000Z"
+    assert call["summary"]["usage"] == {"gpt-4o-mini-2024-07-18": {"input_tokens": 42, "output_tokens": 7, "total_tokens": 49}}
+    assert call["inputs"] == {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "Say hi"}]}]}
+    assert call["attributes"]["finish_reasons"] == ["stop"]
+    assert call["otel_dump"]["scope"]["name"] == "opentelemetry.instrumentation.openai_v2"
+
+
+def test_convert_reads_binary_protobuf_and_uses_project_flag(tmp_path):
+    path = tmp_path / "request.pb"
+    path.write_bytes(request(span("from protobuf")).SerializeToString())
+    result = run("convert", "--project", "team/debug", str(path))
+    assert result.returncode == 0, result.stderr
+    (call,) = json.loads(result.stdout)["batch"]
+    assert (call["op_name"], call["project_id"]) == ("from protobuf", "team/debug")
+
+
+def test_convert_reports_rejected_spans_and_exits_1(tmp_path):
+    path = tmp_path / "request.pb"
+    path.write_bytes(request(span("no project")).SerializeToString())
+    result = run("convert", str(path))
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"batch": []}
+    assert "span has no project" in result.stderr
+
+
+def test_convert_garbage_is_a_clear_error(tmp_path):
+    path = tmp_path / "garbage.bin"
+    path.write_bytes(b"\xff\x00 definitely not otlp \x13")
+    result = run("convert", str(path))
+    assert result.returncode == 1
+    assert "neither OTLP/JSON nor a binary protobuf" in result.stderr
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+                return
+        except grpc.FutureTimeoutError:
+            continue
+    raise AssertionError(f"bridge did not listen on {port}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_without_api_key_writes_jsonl_and_exits_0_on_sigterm(tmp_path):
+    port = _free_port()
+    out = tmp_path / "calls.jsonl"
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        f"receiver: {{grpc: {{endpoint: '127.0.0.1:{port}'}}, http: null}}\n"
+        f"exporter: {{file: {{path: '{out}'}}, batch: {{flush_interval: 100ms}}}}\n"
+        "telemetry: {endpoint: null}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_bridge", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WEAVE_PROJECT")},
+    )
+    try:
+        _wait_for_port(port, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            answer = stub.Export(
+                request(span("a"), span("b", span_id=b"\x01" * 8), resource={"wandb.entity": "e", "wandb.project": "p"}),
+                timeout=10,
+            )
+        assert answer.partial_success.rejected_spans == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = proc.stderr.read()
+    assert f"sending calls to file {out}" in log and "no API key" in log
+    lines = out.read_text().splitlines()
+    calls = [call for line in lines for call in json.loads(line)["batch"]]
+    for line in lines:
+        validate(json.loads(line))
+    assert sorted(c["op_name"] for c in calls) == ["a", "b"]
+
+
+def test_serve_with_bad_config_exits_2_with_the_reason(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("exporter: {batch: {max_calls: 0}}\n")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "`exporter.batch.max_calls` (0)" in result.stderr

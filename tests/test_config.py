@@ -1,0 +1,106 @@
+"""Config loading: one YAML per scenario -> expected settings or the exact error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otel_bridge.config import Settings, load_settings, parse_duration
+from otel_bridge.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+
+
+def test_documented_config_is_exactly_the_defaults():
+    assert load_settings(ROOT / "config" / "bridge.yaml") == Settings()
+
+
+def test_no_file_means_defaults():
+    assert load_settings(None) == Settings() == load_settings(TESTDATA / "default.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "check"),
+    [
+        ("grpc_only.yaml", lambda s: s.receiver.http is None and s.receiver.grpc is not None),
+        ("http_empty.yaml", lambda s: s.receiver.http is None),
+        ("http_defaults.yaml", lambda s: s.receiver.http is not None and s.receiver.http.endpoint == "0.0.0.0:4318"),
+    ],
+)
+def test_scenarios(name, check):
+    assert check(load_settings(TESTDATA / name))
+
+
+@pytest.mark.parametrize(
+    ("name", "messages"),
+    [
+        ("typo_key.yaml", ["`receiver.htttp`: unknown key"]),
+        ("no_receivers.yaml", ["both receivers are disabled"]),
+        ("bad_duration.yaml", ["`exporter.batch.flush_interval` ('1 second'): invalid duration"]),
+        (
+            "bad_values.yaml",
+            [
+                "`receiver.grpc.endpoint` ('localhost'): invalid endpoint 'localhost': expected host:port",
+                "`receiver.grpc.max_recv_msg_size_mib` (0): Input should be greater than 0",
+                "`exporter.batch.max_bytes` (40000000): Input should be less than or equal to 32505856",
+                "`exporter.weave.project` ('just-a-project'): invalid project 'just-a-project': expected entity/project",
+            ],
+        ),
+        ("retry_intervals.yaml", ["`max_interval` must not be less than `initial_interval`"]),
+        ("not_a_mapping.yaml", ["expected a mapping of sections at the top level"]),
+    ],
+)
+def test_errors_name_every_problem_with_its_key(name, messages):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(TESTDATA / name)
+    for message in messages:
+        assert message in str(raised.value)
+
+
+def test_env_references(monkeypatch):
+    settings = load_settings(TESTDATA / "env_default.yaml")
+    assert settings.exporter.weave.project == "team/default"
+    assert settings.exporter.weave.api_key.get_secret_value() == ""
+    assert settings.exporter.file.path == "${literal}/calls.jsonl"
+    monkeypatch.setenv("OTEL_BRIDGE_TEST_PROJECT", "team/from-env")
+    monkeypatch.setenv("OTEL_BRIDGE_TEST_KEY", "k-123")
+    settings = load_settings(TESTDATA / "env_default.yaml")
+    assert settings.exporter.weave.project == "team/from-env"
+    assert settings.exporter.weave.api_key.get_secret_value() == "k-123"
+
+
+def test_built_in_defaults_read_the_environment(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "secret-key")
+    monkeypatch.setenv("WEAVE_PROJECT", "acme/prod")
+    monkeypatch.setenv("WF_TRACE_SERVER_URL", "http://localhost:9999/")
+    weave = load_settings(None).exporter.weave
+    assert (weave.api_key.get_secret_value(), weave.project, weave.base_url) == ("secret-key", "acme/prod", "http://localhost:9999")
+
+
+def test_masked_never_shows_the_key(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "secret-key")
+    settings = load_settings(None)
+    assert "secret-key" not in repr(settings)
+    assert "secret-key" not in str(settings.masked())
+    assert settings.masked()["exporter"]["weave"]["api_key"] == "********"
+
+
+def test_missing_and_invalid_files():
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(TESTDATA / "does-not-exist.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("1s", 1.0), ("1m30s", 90.0), ("2h", 7200.0), ("0", 0.0), (3, 3.0), (0.25, 0.25), ("10us", 1e-5)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["1 second", "s", "1x", "", "1s2", True])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
