@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 __all__ = [
     "CONFLICT_KEY",
+    "MAX_KEY_PARTS",
     "any_value",
     "attribute_tree",
     "iso_time",
@@ -28,6 +29,9 @@ __all__ = [
 CONFLICT_KEY = "_value"
 
 _INF = math.inf
+
+# Keys are unflattened up to this many parts; longer ones are kept whole (a JSON writer nests only so far).
+MAX_KEY_PARTS = 64
 
 
 def any_value(value: Any) -> Any:
@@ -53,13 +57,41 @@ def any_value(value: Any) -> Any:
     return None
 
 
-def _parse_json_string(text: str) -> Any:
-    # Instrumentations often send structured content (messages, parameters) as JSON strings; like Weave,
-    # parse any string that looks like a JSON object or array, and keep it as it is when it is not one.
+_JSON_STARTS = ("{", "[", '"')
+
+
+def _decoded(text: str, max_depth: int | None) -> Any:
+    """A string starting like JSON text -> its value when it is JSON; else the string as it is.
+
+    Instrumentations send structured content (messages, parameters) as JSON strings, and MLflow writes
+    every value as JSON (`"CHAT_MODEL"` with its quotes). Weave's own ingestion decodes objects and arrays;
+    JSON strings are decoded too, so MLflow's model names and span types read as the values they are.
+    """
+    if text[0] == '"' and (len(text) < 2 or text[-1] != '"'):
+        return text
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
+    if max_depth is not None and _deeper_than(value, max_depth):
+        return text
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            children = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _put(node: dict[str, Any], key: str, value: Any) -> None:
@@ -101,22 +133,27 @@ def _set_path(tree: dict[str, Any], parts: list[str], value: Any, built: set[int
     _put(node, parts[-1], value)
 
 
-def attribute_tree(attributes: Any) -> dict[str, Any]:
-    """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts built from
-    indexed keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
+def attribute_tree(attributes: Any, *, max_json_depth: int | None = None) -> dict[str, Any]:
+    """Repeated KeyValue -> a nested dict, split on `.`; JSON strings decoded; dicts built from indexed
+    keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
-    Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`.
+    Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`. A key of more
+    than MAX_KEY_PARTS parts is kept whole, and with max_json_depth, JSON nested deeper stays text: the
+    call must stay within what a JSON writer nests.
     """
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
     for kv in attributes:
         value = any_value(kv.value)
-        if type(value) is str and value[:1] in ("{", "["):
-            value = _parse_json_string(value)
+        if type(value) is str and value[:1] in _JSON_STARTS:
+            value = _decoded(value, max_json_depth)
         key = kv.key
         if "." in key:
             parts = key.split(".")
+            if len(parts) > MAX_KEY_PARTS:
+                _put(tree, key, value)
+                continue
             if not indexed:
                 indexed = any(part.isdigit() for part in parts)
             _set_path(tree, parts, value, built)

@@ -66,7 +66,7 @@ def test_convert_prints_the_request_body():
     assert call["id"] == "eee19b7ec3c1b174" and call["trace_id"] == "5b8efff798038103d269b633813fc60c"
     assert call["started_at"] == "2026-01-01T00:00:00.000000Z"
     assert call["ended_at"] == "2026-01-01T00:00:01.250000Z"
-    assert call["summary"]["usage"] == {"gpt-4o-mini-2024-07-18": {"input_tokens": 42, "output_tokens": 7, "total_tokens": 49}}
+    assert call["summary"]["usage"] == {"gpt-4o-mini-2024-07-18": {"input_tokens": 42, "output_tokens": 7, "total_tokens": 49, "requests": 1}}
     assert call["inputs"] == {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "Say hi"}]}]}
     assert call["attributes"]["finish_reasons"] == ["stop"]
     assert call["otel_dump"]["scope"]["name"] == "opentelemetry.instrumentation.openai_v2"

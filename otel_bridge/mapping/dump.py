@@ -21,34 +21,34 @@ def resource_dump(resource: Any, tree: dict[str, Any]) -> dict[str, Any]:
     return {"attributes": tree, "dropped_attributes_count": resource.dropped_attributes_count}
 
 
-def scope_dump(scope: Any) -> dict[str, Any]:
+def scope_dump(scope: Any, *, max_json_depth: int | None = None) -> dict[str, Any]:
     return {
         "name": scope.name,
         "version": scope.version,
-        "attributes": attribute_tree(scope.attributes),
+        "attributes": attribute_tree(scope.attributes, max_json_depth=max_json_depth),
         "dropped_attributes_count": scope.dropped_attributes_count,
     }
 
 
-def _events(span: Any) -> list[dict[str, Any]]:
+def _events(span: Any, event_trees: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     return [
         {
-            "name": event.name,
+            "name": name,
             "timestamp": event.time_unix_nano,
-            "attributes": attribute_tree(event.attributes),
+            "attributes": tree,
             "dropped_attributes_count": event.dropped_attributes_count,
         }
-        for event in span.events
+        for event, (name, tree) in zip(span.events, event_trees)
     ]
 
 
-def _links(span: Any) -> list[dict[str, Any]]:
+def _links(span: Any, max_json_depth: int | None) -> list[dict[str, Any]]:
     return [
         {
             "trace_id": link.trace_id.hex(),
             "span_id": link.span_id.hex(),
             "trace_state": link.trace_state,
-            "attributes": attribute_tree(link.attributes),
+            "attributes": attribute_tree(link.attributes, max_json_depth=max_json_depth),
             "dropped_attributes_count": link.dropped_attributes_count,
             "flags": link.flags,
         }
@@ -63,9 +63,12 @@ def span_dump(
     span_id: str,
     parent_id: str | None,
     tree: dict[str, Any],
+    event_trees: list[tuple[str, dict[str, Any]]],
     resource: dict[str, Any],
     scope: dict[str, Any],
+    max_json_depth: int | None,
 ) -> dict[str, Any]:
+    """The span as JSON; `event_trees` are the (name, attribute tree) of its events, built once by the caller."""
     status = span.status
     return {
         "name": span.name,
@@ -79,9 +82,9 @@ def span_dump(
         "status": {"code": STATUS_CODE_NAMES.get(status.code, str(status.code)), "message": status.message},
         "attributes": tree,
         "dropped_attributes_count": span.dropped_attributes_count,
-        "events": _events(span),
+        "events": _events(span, event_trees),
         "dropped_events_count": span.dropped_events_count,
-        "links": _links(span),
+        "links": _links(span, max_json_depth),
         "dropped_links_count": span.dropped_links_count,
         "flags": span.flags,
         "resource": resource,

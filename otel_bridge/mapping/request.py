@@ -72,6 +72,23 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
     return candidate, None
 
 
+# Deep enough for any real content; with keys of MAX_KEY_PARTS parts and the call around them, well within
+# orjson's 255 levels.
+_MAX_JSON_DEPTH = 100
+
+
+def _map_shallow(span: Any, resource_spans: Any, scope_spans: Any, project_id: str, rules: Rules) -> dict[str, Any]:
+    resource = resource_spans.resource
+    return map_span(
+        span,
+        project_id=project_id,
+        resource=resource_dump(resource, attribute_tree(resource.attributes, max_json_depth=_MAX_JSON_DEPTH)),
+        scope=scope_dump(scope_spans.scope, max_json_depth=_MAX_JSON_DEPTH),
+        rules=rules,
+        max_json_depth=_MAX_JSON_DEPTH,
+    )
+
+
 def map_request(request: Any, *, header_project: str | None, default_project: str, rules: Rules) -> MappedRequest:
     result = MappedRequest()
     header_error = None
@@ -95,7 +112,12 @@ def map_request(request: Any, *, header_project: str | None, default_project: st
                     continue
                 try:
                     call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
-                    encoded = orjson.dumps(call)
+                    try:
+                        encoded = orjson.dumps(call)
+                    except orjson.JSONEncodeError:
+                        # JSON text nested deeper than a JSON writer goes (orjson stops at 255 levels): map
+                        # the span again, keeping such values as the text they were sent as.
+                        encoded = orjson.dumps(_map_shallow(span, resource_spans, scope_spans, project_id, rules))
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
                     continue
