@@ -12,7 +12,7 @@ from otel_bridge.exporter.file import FileSender
 from otel_bridge.exporter.retry import RetrySender
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.weave import WeaveSender
-from otel_bridge.mapping import DEFAULT_RULES
+from otel_bridge.mapping import build_rules
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.queue import MemoryQueue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
@@ -48,7 +48,7 @@ class Bridge:
         self.queue = MemoryQueue(max_bytes=exporter.queue.max_bytes)
         self.metrics.queue_capacity_bytes.set(exporter.queue.max_bytes)
         self.pipeline = Pipeline(
-            queue=self.queue, rules=DEFAULT_RULES, default_project=exporter.weave.project, metrics=self.metrics
+            queue=self.queue, rules=build_rules(settings.mapping.edits()), default_project=exporter.weave.project, metrics=self.metrics
         )
         self.sender, self.destination = _build_sender(settings, self.metrics)
         self.dispatcher = Dispatcher(

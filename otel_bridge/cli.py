@@ -14,7 +14,7 @@ import yaml
 from otel_bridge import __version__
 from otel_bridge.config import load_settings, parse_project
 from otel_bridge.errors import ConfigError
-from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.mapping import as_config, build_rules, map_request
 from otel_bridge.otlp import parse_request
 from otel_bridge.telemetry import setup_logging
 
@@ -51,7 +51,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    sys.stdout.write(yaml.safe_dump(settings.masked(), sort_keys=False))
+    effective = settings.masked()
+    # The effective rule tables rather than the edits; loaded as a config, they give the same rules.
+    effective["mapping"] = as_config(build_rules(settings.mapping.edits()).tables)
+    sys.stdout.write(yaml.safe_dump(effective, sort_keys=False))
     return 0
 
 
@@ -67,10 +70,11 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
+    rules = build_rules(settings.mapping.edits())
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = map_request(request, header_project=None, default_project=project, rules=DEFAULT_RULES)
+        mapped = map_request(request, header_project=None, default_project=project, rules=rules)
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
         if mapped.rejected:

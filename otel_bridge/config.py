@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
     field_validator,
@@ -195,8 +196,78 @@ class Telemetry(_Section):
         return value.lower()
 
 
+def _attribute_key(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"expected an attribute key such as gen_ai.usage.input_tokens, found {value!r}")
+    if value != value.strip() or "" in value.split("."):
+        raise ValueError(f"attribute key {value!r} has an empty part or surrounding spaces")
+    return value
+
+
+def _attribute_value(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"expected a non-empty string, found {value!r}")
+    return value
+
+
+def _list_edit(check: Any) -> Any:
+    """A validator of one table edit: a list (it replaces the table) or {prepend: [...], append: [...]}."""
+
+    def items(value: Any, where: str) -> list[str]:
+        if type(value) is not list:
+            raise ValueError(f"{where}expected a list, found {value!r}")
+        return [check(item) for item in value]
+
+    def validate(value: Any) -> Any:
+        if value is None or type(value) is list:
+            return value if value is None else items(value, "")
+        if type(value) is dict:
+            unknown = sorted(set(value) - {"prepend", "append"})
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}: a table is edited with prepend and append")
+            return {name: items(keys, f"{name}: ") for name, keys in value.items()}
+        raise ValueError("expected a list (it replaces the table) or {prepend: [...], append: [...]}")
+
+    return PlainValidator(validate, json_schema_input_type=Any)
+
+
+# An edit of a list table: a list replaces it, {prepend: [...], append: [...]} extends it.
+KeysEdit = Annotated[Any, _list_edit(_attribute_key)]
+ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
+AttributeKey = Annotated[str, PlainValidator(_attribute_key, json_schema_input_type=str)]
+
+
 class Mapping(_Section):
-    pass
+    """Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table. An omitted table
+    keeps its default. In a table of named entries (attributes, usage, ...), an entry set to null is
+    removed and an entry not there yet is added."""
+
+    inputs: KeysEdit = None
+    output: KeysEdit = None
+    content_events: ValuesEdit = None
+    input_message_events: dict[str, str | None] = {}  # event name -> role
+    output_message_events: dict[str, str | None] = {}
+    attributes: dict[str, KeysEdit] = {}  # short key -> sources
+    custom_attributes: KeysEdit = None
+    usage: dict[str, KeysEdit] = {}  # usage field -> sources
+    model_calls: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
+    usage_rollups: dict[AttributeKey, ValuesEdit] = {}
+    op_name: KeysEdit = None
+    display_name: KeysEdit = None
+    thread_id: KeysEdit = None
+    is_turn: KeysEdit = None
+    wb_run_id: KeysEdit = None
+    wb_run_step: KeysEdit = None
+    wb_run_step_end: KeysEdit = None
+    started_at: KeysEdit = None
+    ended_at: KeysEdit = None
+    exception: KeysEdit = None
+    drop: KeysEdit = None
+    rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+
+    def edits(self) -> dict[str, Any]:
+        """The tables the config edits, as plain data."""
+        return self.model_dump(exclude_unset=True)
 
 
 class Settings(_Section):

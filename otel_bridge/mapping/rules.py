@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Rules", "Path", "Source", "apply_edits", "compile_rules", "default_tables", "DEFAULT_RULES"]
+__all__ = ["Rules", "Path", "Source", "apply_edits", "as_config", "build_rules", "compile_rules", "default_tables", "DEFAULT_RULES"]
 
 Path = tuple[str, ...]
 # A source is the attribute key as written (inputs/output store the value under it) and its path.
@@ -128,6 +128,22 @@ def compile_rules(tables: dict[str, Any]) -> Rules:
         rename=tuple((_path(old), _path(new)) for old, new in tables["rename"].items()),
         tables=tables,
     )
+
+
+def as_config(tables: dict[str, Any]) -> dict[str, Any]:
+    """Effective tables as a `mapping:` section that gives them again: every table in full, and the
+    default entries a table of named entries no longer has written as null (removed)."""
+    config = copy.deepcopy(tables)
+    for name, default in default_tables().items():
+        if type(default) is dict:
+            for entry in default:
+                config[name].setdefault(entry, None)
+    return config
+
+
+def build_rules(edits: dict[str, Any]) -> Rules:
+    """The rules for a config's `mapping:` edits (Mapping.edits())."""
+    return compile_rules(apply_edits(default_tables(), edits))
 
 
 DEFAULT_RULES = compile_rules(default_tables())
