@@ -33,8 +33,8 @@ def _counts(tree: dict[str, Any], rules: Rules) -> dict[str, int]:
     for field, sources in rules.usage:
         for _, path in sources:
             if path[0] in tree:
-                value = as_int(find(tree, path))
-                if value is not None:  # 0 is a real count
+                value = find(tree, path)
+                if value is not None and (value := as_int(value)) is not None:  # 0 is a real count
                     counts[field] = value
                     break
     for current, older in _SPELLINGS:
