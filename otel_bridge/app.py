@@ -48,7 +48,10 @@ class Bridge:
         self.queue = MemoryQueue(max_bytes=exporter.queue.max_bytes)
         self.metrics.queue_capacity_bytes.set(exporter.queue.max_bytes)
         self.pipeline = Pipeline(
-            queue=self.queue, rules=build_rules(settings.mapping.edits()), default_project=exporter.weave.project, metrics=self.metrics
+            queue=self.queue,
+            rules=build_rules(settings.mapping.edits()),
+            default_project=exporter.weave.project,
+            metrics=self.metrics,
         )
         self.sender, self.destination = _build_sender(settings, self.metrics)
         self.dispatcher = Dispatcher(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_bridge.mapping.rules import Path, Rules
+from otel_bridge.mapping.rules import KeyPath, Rules
 from otel_bridge.otlp import CONFLICT_KEY
 
 __all__ = ["rewrite"]
 
 
-def _pop(tree: dict[str, Any], path: Path) -> Any:
+def _pop(tree: dict[str, Any], path: KeyPath) -> Any:
     node: Any = tree
     for part in path[:-1]:
         node = node.get(part) if type(node) is dict else None
@@ -23,7 +23,7 @@ def _pop(tree: dict[str, Any], path: Path) -> Any:
     return node.pop(path[-1], None) if type(node) is dict else None
 
 
-def _put(tree: dict[str, Any], path: Path, value: Any) -> None:
+def _put(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
     node = tree
     for part in path[:-1]:
         child = node.get(part)

@@ -14,11 +14,21 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Rules", "Path", "Source", "apply_edits", "as_config", "build_rules", "compile_rules", "default_tables", "DEFAULT_RULES"]
+__all__ = [
+    "DEFAULT_RULES",
+    "KeyPath",
+    "Rules",
+    "Source",
+    "apply_edits",
+    "as_config",
+    "build_rules",
+    "compile_rules",
+    "default_tables",
+]
 
-Path = tuple[str, ...]
+KeyPath = tuple[str, ...]
 # A source is the attribute key as written (inputs/output store the value under it) and its path.
-Source = tuple[str, Path]
+Source = tuple[str, KeyPath]
 Sources = tuple[Source, ...]
 
 
@@ -61,7 +71,7 @@ def apply_edits(tables: dict[str, Any], edits: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-def _path(key: str) -> Path:
+def _path(key: str) -> KeyPath:
     return tuple(key.split("."))
 
 
@@ -69,7 +79,7 @@ def _sources(keys: list[str]) -> Sources:
     return tuple((key, _path(key)) for key in keys)
 
 
-def _value_sets(table: dict[str, list[str]]) -> tuple[tuple[Path, frozenset[str]], ...]:
+def _value_sets(table: dict[str, list[str]]) -> tuple[tuple[KeyPath, frozenset[str]], ...]:
     return tuple((_path(key), frozenset(values)) for key, values in table.items())
 
 
@@ -85,8 +95,8 @@ class Rules:
     attributes: tuple[tuple[str, Sources], ...]
     custom_attributes: Sources
     usage: tuple[tuple[str, Sources], ...]
-    model_calls: tuple[tuple[Path, frozenset[str]], ...]
-    usage_rollups: tuple[tuple[Path, frozenset[str]], ...]
+    model_calls: tuple[tuple[KeyPath, frozenset[str]], ...]
+    usage_rollups: tuple[tuple[KeyPath, frozenset[str]], ...]
     op_name: Sources
     display_name: Sources
     thread_id: Sources
@@ -97,8 +107,8 @@ class Rules:
     started_at: Sources
     ended_at: Sources
     exception: Sources
-    drop: tuple[Path, ...]
-    rename: tuple[tuple[Path, Path], ...]
+    drop: tuple[KeyPath, ...]
+    rename: tuple[tuple[KeyPath, KeyPath], ...]
     tables: dict[str, Any]  # the effective tables as plain data, as check-config shows them
 
 

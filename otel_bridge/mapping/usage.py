@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.mapping.lookup import as_int, as_str, find
-from otel_bridge.mapping.rules import Path, Rules
+from otel_bridge.mapping.rules import KeyPath, Rules
 
 __all__ = ["usage", "usage_key", "matches"]
 
@@ -20,7 +20,7 @@ _SPAN_KIND_CLIENT = 3
 _SPELLINGS = (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"))
 
 
-def matches(tree: dict[str, Any], table: tuple[tuple[Path, frozenset[str]], ...]) -> bool:
+def matches(tree: dict[str, Any], table: tuple[tuple[KeyPath, frozenset[str]], ...]) -> bool:
     """Whether an attribute of the table has one of the values listed for it."""
     for path, values in table:
         if path[0] in tree and as_str(find(tree, path)) in values:
