@@ -171,8 +171,9 @@ def test_parent_and_children_add_up_to_what_was_spent_once() -> None:
         ),
         pytest.param(
             {"mlflow.chat.tokenUsage": '{"input_tokens": 10, "output_tokens": 5, "total_tokens": 15, '
-                                       '"cache_read_input_tokens": 4}'},
-            {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15, "cache_read_input_tokens": 4},
+                                       '"cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}'},
+            {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15, "cache_read_input_tokens": 4,
+             "cache_creation_input_tokens": 2},
             id="mlflow",
         ),
         pytest.param({"ai.usage.tokens": 4}, {"input_tokens": 4, "total_tokens": 4}, id="vercel-embeddings"),
