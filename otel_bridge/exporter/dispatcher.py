@@ -62,8 +62,12 @@ class Dispatcher:
                 batch = await self.queue.take(
                     max_calls=self.batch.max_calls, max_bytes=self.batch.max_bytes, linger=self.batch.flush_interval
                 )
-            except QueueError as exc:
+            except QueueError as exc:  # the store could not be read; the calls stay queued
                 log.error("%s", exc)
+                await asyncio.sleep(_PAUSE_AFTER_ERROR)
+                continue
+            except Exception:  # a consumer that dies would stop delivery silently: log and go on
+                log.exception("unexpected error taking a batch from the queue")
                 await asyncio.sleep(_PAUSE_AFTER_ERROR)
                 continue
             try:
