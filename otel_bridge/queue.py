@@ -29,7 +29,7 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,10 +276,9 @@ class _Project:
 class CallQueue:
     """Calls per project in arrival order, bounded by the bytes they hold (queued and in flight)."""
 
-    def __init__(self, store: Store, *, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, *, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
-        self._clock = clock
         # Dicts keep insertion order: the first project is the one whose turn it is (see _pop).
         self._projects: dict[str, _Project] = {}
         self._queued_bytes = 0
@@ -301,19 +300,14 @@ class CallQueue:
     def size_calls(self) -> int:
         return self._queued_calls + self._in_flight_calls
 
-    def has_room(self, nbytes: int) -> bool:
-        return self.size_bytes + self._reserved_bytes + nbytes <= self.max_bytes
-
-    def _full_error(self) -> QueueFullError:
-        return QueueFullError(
-            f"queue is full ({self.size_bytes} of {self.max_bytes} bytes, exporter.queue.max_bytes): "
-            "the upstream is slower than the traffic or unreachable; retry later",
-            retry_after=QUEUE_FULL_RETRY_AFTER,
-        )
-
     def check_room(self, nbytes: int) -> None:
-        if not self.has_room(nbytes):
-            raise self._full_error()
+        """Raise QueueFullError unless `nbytes` more would fit."""
+        if self.size_bytes + self._reserved_bytes + nbytes > self.max_bytes:
+            raise QueueFullError(
+                f"queue is full ({self.size_bytes} of {self.max_bytes} bytes, exporter.queue.max_bytes): "
+                "the upstream is slower than the traffic or unreachable; retry later",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
 
     async def put(self, calls: dict[str, list[bytes]]) -> None:
         """Store all the calls or none; returns once they are stored (committed, for a durable store)."""
@@ -329,7 +323,7 @@ class CallQueue:
             refs = await self.store.append(calls)
         finally:
             self._reserved_bytes -= added
-        now = self._clock()
+        now = time.monotonic()
         for project, project_calls in calls.items():
             for call, ref in zip(project_calls, refs[project]):
                 self._append(project, now, len(call), ref)
@@ -354,16 +348,16 @@ class CallQueue:
         state = self._projects.get(project)
         if state is None:
             state = self._projects[project] = _Project()
-        state.paused_until = self._clock() + seconds
+        state.paused_until = time.monotonic() + seconds
         self._changed.set()
 
     def paused_projects(self) -> list[str]:
-        now = self._clock()
+        now = time.monotonic()
         return [project for project, state in self._projects.items() if state.paused_until > now]
 
     def _ready(self, max_calls: int, max_bytes: int, linger: float) -> tuple[str | None, float]:
         """The project to take from now, else how long until one may be due."""
-        now = self._clock()
+        now = time.monotonic()
         wait = math.inf
         for project, state in self._projects.items():
             if not state.entries:
@@ -451,7 +445,7 @@ class CallQueue:
         """Nothing in flight and nothing that take() could return now (paused projects wait)."""
         if self._in_flight_calls:
             return False
-        now = self._clock()
+        now = time.monotonic()
         return not any(state.entries and state.paused_until <= now for state in self._projects.values())
 
     async def close(self) -> None:

@@ -121,7 +121,8 @@ class Dispatcher:
             blocked = self.queue.paused_projects()
             in_retry = self.metrics.registry.get_sample_value("otelbridge_exporter_batches_in_retry") or 0
             queue = self.queue
-            held = f"queue holds {queue.size_calls} calls ({queue.size_bytes / 2**20:.1f} MiB, " + (
+            held = (
+                f"queue holds {queue.size_calls} calls ({queue.size_bytes / 2**20:.1f} MiB, "
                 f"{100 * queue.size_bytes / queue.max_bytes:.0f}% of exporter.queue.max_bytes)"
             )
             if in_retry or blocked or delta["retried"] or delta["dead-lettered"] or delta["refused"]:
