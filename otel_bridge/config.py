@@ -151,12 +151,24 @@ class Queue(_Section):
     max_bytes: int = Field(256 * 1024 * 1024, gt=0)
     num_consumers: int = Field(4, gt=0, le=64)
 
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty directory: give a path, or null to keep the queue in memory")
+        return value
+
+
+# max_elapsed_time when the config leaves it null: with a durable queue nothing is lost by waiting, so
+# retry until the upstream is back; in memory, give up (to the dead-letter file) after 5 minutes.
+_MAX_ELAPSED_TIME_IN_MEMORY = 300.0
+
 
 class Retry(_Section):
     enabled: bool = True
     initial_interval: Duration = Field(1.0, gt=0)
     max_interval: Duration = Field(30.0, gt=0)
-    max_elapsed_time: Duration = Field(300.0, ge=0)
+    max_elapsed_time: Duration | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _intervals(self) -> Retry:
@@ -167,12 +179,24 @@ class Retry(_Section):
         return self
 
 
+class DeadLetter(_Section):
+    path: str = "otel-bridge-dead-letter.jsonl"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty path: calls the upstream refuses must be written somewhere")
+        return value
+
+
 class Exporter(_Section):
     weave: WeaveExporter = Field(default_factory=WeaveExporter)
     file: FileExporter = FileExporter()
     batch: Batch = Batch()
     queue: Queue = Queue()
     retry: Retry = Retry()
+    dead_letter: DeadLetter = DeadLetter()
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Exporter:
@@ -182,10 +206,20 @@ class Exporter(_Section):
             )
         return self
 
+    @property
+    def max_elapsed_time(self) -> float:
+        """`retry.max_elapsed_time` in effect, in seconds; 0 means retry forever."""
+        if self.retry.max_elapsed_time is not None:
+            return self.retry.max_elapsed_time
+        return 0.0 if self.queue.directory else _MAX_ELAPSED_TIME_IN_MEMORY
+
 
 class Telemetry(_Section):
     endpoint: Endpoint | None = "0.0.0.0:13133"
     log_level: str = "info"
+    # While delivery is degraded (retries, dead letters, a full queue, a refused key), one summary line
+    # per interval rather than one per failure.
+    degraded_log_interval: Duration = Field(30.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

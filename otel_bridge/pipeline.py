@@ -1,16 +1,17 @@
 """The one entry point both receivers call: map a request's spans and queue the calls.
 
-An Export is answered OK only after the queue holds its calls; spans that cannot be mapped are reported
-back (partial success); a full queue raises QueueFullError so the receiver can ask the client to retry.
+An Export is answered OK only after the queue holds its calls (committed, when the queue is durable);
+spans that cannot be mapped are reported back (partial success); a full queue raises QueueFullError so
+the receiver can ask the client to retry (receiver/status.py). Nothing is accepted and then dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otel_bridge.errors import QueueFullError
+from otel_bridge.errors import QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Rules, map_request
-from otel_bridge.queue import MemoryQueue
+from otel_bridge.queue import CallQueue
 from otel_bridge.telemetry import Metrics
 
 __all__ = ["Pipeline", "ExportResult"]
@@ -22,8 +23,12 @@ class ExportResult:
     error_message: str
 
 
+def _span_count(request: object) -> int:
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)  # type: ignore[attr-defined]
+
+
 class Pipeline:
-    def __init__(self, *, queue: MemoryQueue, rules: Rules, default_project: str, metrics: Metrics) -> None:
+    def __init__(self, *, queue: CallQueue, rules: Rules, default_project: str, metrics: Metrics) -> None:
         self.queue = queue
         self.rules = rules
         self.default_project = default_project
@@ -33,14 +38,21 @@ class Pipeline:
         return map_request(request, header_project=header_project, default_project=self.default_project, rules=self.rules)
 
     async def export(self, request: object, *, header_project: str | None, transport: str) -> ExportResult:
-        mapped = self.map(request, header_project)
-        if mapped.calls:
-            try:
+        spans = _span_count(request)
+        self.metrics.received_spans.labels(transport=transport).inc(spans)
+        try:
+            # While the queue is full, refuse before mapping: the calls of a request are at least as large
+            # as its protobuf encoding, so it could not fit, and exporters' retries then cost little CPU.
+            self.queue.check_room(request.ByteSize())  # type: ignore[attr-defined]
+            mapped = self.map(request, header_project)
+            if mapped.calls:
                 await self.queue.put(mapped.calls)
-            except QueueFullError:  # the receiver answers "retry later"; nothing of the request is kept
-                self.metrics.refused_spans.labels(transport=transport, reason="queue_full").inc(mapped.spans)
-                raise
-            self.metrics.queue_size_bytes.set(self.queue.size_bytes)
+        except QueueError as exc:  # the receiver answers "retry later"; nothing of the request is kept
+            reason = "queue_full" if isinstance(exc, QueueFullError) else "queue_error"
+            self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
+            raise
+        self.metrics.queue_size_bytes.set(self.queue.size_bytes)
+        self.metrics.queue_size_calls.set(self.queue.size_calls)
         self.metrics.accepted_spans.labels(transport=transport).inc(mapped.accepted)
         if mapped.rejected:
             self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected)

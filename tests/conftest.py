@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,6 +32,12 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """The variables the bridge reads must come from the test, never from a developer's shell."""
     for name in ("WANDB_API_KEY", "WEAVE_PROJECT", "WF_TRACE_SERVER_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the bridge writes by default (calls, dead letters) land in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -110,3 +121,67 @@ def start_bridge() -> Iterator[Any]:
     for bridge in reversed(running):
         if bridge.bridge is not None:
             bridge.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_grpc(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Wait until the process listens on the gRPC port; fail at once if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the bridge exited with {proc.returncode}"
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+                return
+        except grpc.FutureTimeoutError:
+            continue
+    raise AssertionError(f"bridge did not listen on {port}")
+
+
+class BridgeProcess:
+    """`python -m otel_bridge serve --config FILE` as a user runs it; its log goes to a file (never a full pipe)."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.log_path = log
+        env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WEAVE_PROJECT", "WF_TRACE_SERVER_URL")}
+        with log.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "otel_bridge", "serve", "--config", str(config)],
+                stderr=stderr,
+                cwd=config.parent,
+                env=env,
+            )
+        wait_for_grpc(port, self.proc)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def signal(self, sig: int, timeout: float = 30) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def bridge_process(tmp_path: Path) -> Iterator[Any]:
+    """bridge_process(config, port) -> a running BridgeProcess, killed at the end of the test if still running."""
+    started: list[BridgeProcess] = []
+
+    def start(config: Path, port: int) -> BridgeProcess:
+        process = BridgeProcess(config, port, tmp_path / f"bridge-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
-import pytest
+from conftest import free_port, wait_for_grpc
 from jsonschema import Draft202012Validator, FormatChecker
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from spans import request, span
@@ -81,29 +80,8 @@ def test_convert_garbage_is_a_clear_error(tmp_path):
     assert "neither OTLP/JSON nor a binary protobuf" in result.stderr
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return
-        except grpc.FutureTimeoutError:
-            continue
-    raise AssertionError(f"bridge did not listen on {port}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_without_api_key_writes_jsonl_and_exits_0_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "calls.jsonl"
     config = tmp_path / "bridge.yaml"
     config.write_text(
@@ -119,7 +97,7 @@ def test_serve_without_api_key_writes_jsonl_and_exits_0_on_sigterm(tmp_path):
         env={k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WEAVE_PROJECT")},
     )
     try:
-        _wait_for_port(port, proc)
+        wait_for_grpc(port, proc)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = trace_service_pb2_grpc.TraceServiceStub(channel)
             answer = stub.Export(

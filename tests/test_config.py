@@ -49,6 +49,15 @@ def test_scenarios(name, check):
             ],
         ),
         ("retry_intervals.yaml", ["`max_interval` must not be less than `initial_interval`"]),
+        (
+            "bad_delivery.yaml",
+            [
+                "`exporter.queue.directory` (''): empty directory: give a path, or null to keep the queue in memory",
+                "`exporter.dead_letter.path` (''): empty path",
+                "`exporter.retry.max_elapsed_time`",
+                "`telemetry.degraded_log_interval` (0.0): Input should be greater than 0",
+            ],
+        ),
         ("not_a_mapping.yaml", ["expected a mapping of sections at the top level"]),
     ],
 )
@@ -57,6 +66,19 @@ def test_errors_name_every_problem_with_its_key(name, messages):
         load_settings(TESTDATA / name)
     for message in messages:
         assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "seconds"),
+    [
+        ({}, 300.0),  # in memory: give up (to the dead-letter file) after 5 minutes
+        ({"queue": {"directory": "/var/lib/otel-bridge/queue"}}, 0.0),  # durable: retry until it works
+        ({"queue": {"directory": "/q"}, "retry": {"max_elapsed_time": "1h"}}, 3600.0),
+        ({"retry": {"max_elapsed_time": 0}}, 0.0),
+    ],
+)
+def test_max_elapsed_time_in_effect(exporter, seconds):
+    assert Settings.model_validate({"exporter": exporter}).exporter.max_elapsed_time == seconds
 
 
 def test_env_references(monkeypatch):

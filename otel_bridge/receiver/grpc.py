@@ -9,8 +9,9 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import QueueFullError
+from otel_bridge.errors import QueueError
 from otel_bridge.pipeline import Pipeline
+from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
 
 __all__ = ["GrpcTraceReceiver", "PROJECT_HEADER"]
 
@@ -32,8 +33,9 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                     header_project = value
             try:
                 result = await self.pipeline.export(request, header_project=header_project, transport="grpc")
-            except QueueFullError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except QueueError as exc:
+                status = status_of(exc)
+                await context.abort(status.grpc_code, status.message, trailing_metadata=grpc_trailing_metadata(status))
             response = trace_service_pb2.ExportTraceServiceResponse()
             if result.rejected_spans:
                 response.partial_success.rejected_spans = result.rejected_spans
