@@ -1,0 +1,89 @@
+"""The mapping alone, ours against Weave's own converter, on the spans bench/e2e.py sends.
+
+    python bench/mapping.py [--seconds 5] [--weave-python /tmp/weavevenv/bin/python]
+
+Ours: map_request (decode attributes, map, serialize each call to JSON) over already-parsed requests, as
+the receiver hands them over. Weave's: bench/weave_speed.py in Weave's interpreter, same requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from e2e import build_requests  # noqa: E402
+
+
+def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from otel_bridge.mapping import DEFAULT_RULES, map_request
+
+    requests = [ExportTraceServiceRequest.FromString(p) for p in payloads]
+    map_request(requests[0], header_project=None, default_project="", rules=DEFAULT_RULES)  # warm-up
+    spans, i = 0, 0
+    started = time.perf_counter()
+    while True:
+        spans += map_request(requests[i % len(requests)], header_project=None, default_project="", rules=DEFAULT_RULES).accepted
+        i += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return spans / elapsed
+
+
+def weave_spans_per_second(payloads: list[bytes], seconds: float, weave_python: str) -> tuple[float, str]:
+    """Weave's converter on the same requests, in its own interpreter (weave pins its own dependencies)."""
+    with tempfile.NamedTemporaryFile(suffix=".bin") as file:
+        file.write(b"".join(struct.pack("<I", len(p)) + p for p in payloads))
+        file.flush()
+        done = subprocess.run(
+            [weave_python, str(BENCH / "weave_speed.py"), file.name, str(seconds)],
+            capture_output=True, text=True, timeout=seconds + 120, check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"Weave's converter failed: {done.stderr.strip()[-500:]}")
+    result = json.loads(done.stdout)
+    return result["spans"] / result["seconds"], result["weave_version"]
+
+
+def compare(payloads: list[bytes], seconds: float, weave_python: str | None) -> dict:
+    """{"mapping_spans_per_s", "weave_spans_per_s", "weave_version", "mapping_over_weave"}; Weave's
+    figures are None without its interpreter."""
+    ours = ours_spans_per_second(payloads, seconds)
+    result = {"mapping_spans_per_s": round(ours), "weave_spans_per_s": None, "weave_version": None, "mapping_over_weave": None}
+    if weave_python:
+        theirs, version = weave_spans_per_second(payloads, seconds, weave_python)
+        result.update(weave_spans_per_s=round(theirs), weave_version=version, mapping_over_weave=round(ours / theirs, 1))
+    return result
+
+
+def default_weave_python() -> str | None:
+    """WEAVE_PYTHON, else the .venv-weave that .ci/run makes, else none."""
+    candidate = os.environ.get("WEAVE_PYTHON") or str(BENCH.parent / ".venv-weave" / "bin" / "python")
+    return candidate if Path(candidate).exists() else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each side converts (default 5)")
+    parser.add_argument("--spans-per-request", type=int, default=512)
+    parser.add_argument("--distinct", type=int, default=4, help="distinct requests, converted round-robin (default 4)")
+    parser.add_argument("--weave-python", default=default_weave_python(), help="interpreter with weave==0.53.12 (default: $WEAVE_PYTHON, else .venv-weave)")
+    args = parser.parse_args()
+    result = compare(build_requests(args.distinct, args.spans_per_request), args.seconds, args.weave_python)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
