@@ -36,7 +36,10 @@ MAX_KEY_PARTS = 64
 
 def any_value(value: Any) -> Any:
     """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave)."""
-    kind = value.WhichOneof("value")
+    return _value_of(value, value.WhichOneof("value"))
+
+
+def _value_of(value: Any, kind: str | None) -> Any:
     if kind == "string_value":
         return value.string_value
     if kind == "int_value":
@@ -103,7 +106,7 @@ def _put(node: dict[str, Any], key: str, value: Any) -> None:
             existing.update(value)
         elif isinstance(value, list) and existing and all(k.isdigit() for k in existing):
             # A JSON array after indexed sub-keys (`x.0.y`, then `x` = "[...]"): merge by index, as when
-            # the array comes first (see _set_path).
+            # the array comes first (see _as_node).
             for i, item in enumerate(value):
                 _put(existing, str(i), item)
         else:
@@ -114,23 +117,30 @@ def _put(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = value  # a repeated key: the last one wins, as in the OpenTelemetry SDKs
 
 
-def _set_path(tree: dict[str, Any], parts: list[str], value: Any, built: set[int]) -> None:
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-            built.add(id(child))
-        elif not isinstance(child, dict):
-            if isinstance(child, list):
-                # A JSON-array value beside indexed sub-keys (`x` = "[...]" and `x.0.y`): merge by index.
-                child = {str(i): item for i, item in enumerate(child)}
-            else:
-                child = {CONFLICT_KEY: child}
-            built.add(id(child))
-            node[part] = child
-        node = child
-    _put(node, parts[-1], value)
+def _as_node(value: Any) -> dict[str, Any]:
+    """A value that dotted sub-keys must go under, as a dict of its own."""
+    if type(value) is list:
+        # A JSON-array value beside indexed sub-keys (`x` = "[...]" and `x.0.y`): merge by index.
+        return {str(i): item for i, item in enumerate(value)}
+    return {CONFLICT_KEY: value}
+
+
+# Attribute key -> (parent parts, last part, whether a part is an index). The same few dozen keys come in
+# every span, so each is split once. Cleared when full, so odd keys cannot grow it without bound.
+_KEY_SHAPES: dict[str, tuple[tuple[str, ...], str, bool]] = {}
+_KEY_SHAPES_MAX = 4096
+
+
+def _key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
+    parts = key.split(".")
+    if len(parts) == 1 or len(parts) > MAX_KEY_PARTS:
+        shape: tuple[tuple[str, ...], str, bool] = ((), key, False)  # kept whole
+    else:
+        shape = (tuple(parts[:-1]), parts[-1], any(part.isdigit() for part in parts))
+    if len(_KEY_SHAPES) >= _KEY_SHAPES_MAX:
+        _KEY_SHAPES.clear()
+    _KEY_SHAPES[key] = shape
+    return shape
 
 
 def attribute_tree(attributes: Any, *, max_json_depth: int | None = None) -> dict[str, Any]:
@@ -145,20 +155,33 @@ def attribute_tree(attributes: Any, *, max_json_depth: int | None = None) -> dic
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
     for kv in attributes:
-        value = any_value(kv.value)
-        if type(value) is str and value[:1] in _JSON_STARTS:
-            value = _decoded(value, max_json_depth)
-        key = kv.key
-        if "." in key:
-            parts = key.split(".")
-            if len(parts) > MAX_KEY_PARTS:
-                _put(tree, key, value)
-                continue
-            if not indexed:
-                indexed = any(part.isdigit() for part in parts)
-            _set_path(tree, parts, value, built)
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":  # most values: read here, without the dispatch of _value_of
+            value = value.string_value
+            if value[:1] in _JSON_STARTS:
+                value = _decoded(value, max_json_depth)
         else:
-            _put(tree, key, value)
+            value = _value_of(value, kind)
+        key = kv.key
+        parents, last, has_index = _KEY_SHAPES.get(key) or _key_shape(key)
+        node = tree
+        if parents:
+            if has_index:
+                indexed = True
+            for part in parents:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                    built.add(id(child))
+                elif type(child) is not dict:
+                    child = node[part] = _as_node(child)
+                    built.add(id(child))
+                node = child
+        if node.get(last) is None:
+            node[last] = value
+        else:
+            _put(node, last, value)
     if indexed:
         _listify_children(tree, built)
     return tree
@@ -173,6 +196,12 @@ def _listify_children(node: dict[str, Any], built: set[int]) -> None:
                 node[key] = [value[str(i)] for i in range(len(value))]
 
 
+# Second -> "YYYY-MM-DDTHH:MM:SS": the spans of a request share few distinct seconds, and formatting one
+# through time.gmtime costs far more than a dict look-up. Cleared when full, so it stays small.
+_SECONDS_TEXT: dict[int, str] = {}
+_SECONDS_TEXT_MAX = 4096
+
+
 def iso_time(unix_nano: int) -> str:
     """Nanoseconds since the epoch -> ISO 8601 UTC with microseconds, e.g. 2026-01-02T03:04:05.678901Z.
 
@@ -180,11 +209,15 @@ def iso_time(unix_nano: int) -> str:
     call only when `id` and `started_at` are both equal).
     """
     seconds, nanos = divmod(unix_nano, 1_000_000_000)
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{nanos // 1000:06d}Z"
-    )
+    text = _SECONDS_TEXT.get(seconds)
+    if text is None:
+        if len(_SECONDS_TEXT) >= _SECONDS_TEXT_MAX:
+            _SECONDS_TEXT.clear()
+        t = time.gmtime(seconds)
+        text = _SECONDS_TEXT[seconds] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+    return f"{text}.{nanos // 1000:06d}Z"
 
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
