@@ -20,6 +20,7 @@ __all__ = [
     "any_value",
     "attribute_tree",
     "iso_time",
+    "key_path",
     "parse_otlp_json",
     "parse_request",
 ]
@@ -143,13 +144,22 @@ def _key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
     return shape
 
 
-def attribute_tree(attributes: Any, *, max_json_depth: int | None = None) -> dict[str, Any]:
+def key_path(key: str) -> tuple[str, ...]:
+    """Where attribute_tree puts an attribute's value: the key's parts, or the whole key when it has more
+    than MAX_KEY_PARTS."""
+    parents, last, _ = _KEY_SHAPES.get(key) or _key_shape(key)
+    return (*parents, last)
+
+
+def attribute_tree(
+    attributes: Any, *, max_json_depth: int | None = None, keys: list[str] | None = None
+) -> dict[str, Any]:
     """Repeated KeyValue -> a nested dict, split on `.`; JSON strings decoded; dicts built from indexed
     keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
     Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`. A key of more
     than MAX_KEY_PARTS parts is kept whole, and with max_json_depth, JSON nested deeper stays text: the
-    call must stay within what a JSON writer nests.
+    call must stay within what a JSON writer nests. With `keys`, each attribute's key is appended to it.
     """
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
@@ -164,6 +174,8 @@ def attribute_tree(attributes: Any, *, max_json_depth: int | None = None) -> dic
         else:
             value = _value_of(value, kind)
         key = kv.key
+        if keys is not None:
+            keys.append(key)
         parents, last, has_index = _KEY_SHAPES.get(key) or _key_shape(key)
         node = tree
         if parents:

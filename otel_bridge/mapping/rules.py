@@ -8,11 +8,13 @@ and never splits strings.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from otel_bridge.otlp import key_path
 
 __all__ = [
     "DEFAULT_RULES",
@@ -110,6 +112,63 @@ class Rules:
     drop: tuple[KeyPath, ...]
     rename: tuple[tuple[KeyPath, KeyPath], ...]
     tables: dict[str, Any]  # the effective tables as plain data, as check-config shows them
+    # Attribute keys of a span -> these rules without the sources no such span can have (see narrowed).
+    _narrowed: dict[tuple[str, ...], Rules] = field(default_factory=dict, compare=False, repr=False)
+
+    def narrowed(self, keys: tuple[str, ...]) -> Rules:
+        """The rules for a span whose attribute trees were built from these keys, without a source that
+        none of them can reach: most sources belong to conventions the span does not use, and a span of
+        the same instrumentation comes with the same keys, so this is worked out once per key set.
+
+        A source can find a value only at a key it names, inside a key's value (JSON, kvlist), or above
+        keys (a subtree). Only for trees as attribute_tree builds them: not after drop/rename rewrites.
+        """
+        found = self._narrowed.get(keys)
+        if found is None:
+            if len(self._narrowed) >= _MAX_NARROWED:
+                self._narrowed.clear()
+            found = self._narrowed[keys] = _narrow(self, [key_path(key) for key in set(keys)])
+        return found
+
+
+# Distinct key sets remembered per Rules; instrumentations send few, and it is cleared when full.
+_MAX_NARROWED = 1024
+
+
+def _narrow(rules: Rules, key_paths: list[KeyPath]) -> Rules:
+    def reachable(path: KeyPath) -> bool:
+        return any(path[: len(key)] == key or key[: len(path)] == path for key in key_paths)
+
+    def sources(table: Sources) -> Sources:
+        return tuple(source for source in table if reachable(source[1]))
+
+    def named(table: tuple[tuple[str, Sources], ...]) -> tuple[tuple[str, Sources], ...]:
+        return tuple((name, kept) for name, table_sources in table if (kept := sources(table_sources)))
+
+    def value_sets(table: tuple[tuple[KeyPath, frozenset[str]], ...]) -> tuple[tuple[KeyPath, frozenset[str]], ...]:
+        return tuple(entry for entry in table if reachable(entry[0]))
+
+    return replace(
+        rules,
+        inputs=sources(rules.inputs),
+        output=sources(rules.output),
+        attributes=named(rules.attributes),
+        custom_attributes=sources(rules.custom_attributes),
+        usage=named(rules.usage),
+        model_calls=value_sets(rules.model_calls),
+        usage_rollups=value_sets(rules.usage_rollups),
+        op_name=sources(rules.op_name),
+        display_name=sources(rules.display_name),
+        thread_id=sources(rules.thread_id),
+        is_turn=sources(rules.is_turn),
+        wb_run_id=sources(rules.wb_run_id),
+        wb_run_step=sources(rules.wb_run_step),
+        wb_run_step_end=sources(rules.wb_run_step_end),
+        started_at=sources(rules.started_at),
+        ended_at=sources(rules.ended_at),
+        exception=sources(rules.exception),
+        _narrowed={},
+    )
 
 
 def compile_rules(tables: dict[str, Any]) -> Rules:

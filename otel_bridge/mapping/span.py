@@ -178,12 +178,25 @@ def map_span(
     to map again a span whose call was too deeply nested to write.
     """
     trace_id, span_id, parent_id = _ids(span)
-    tree = attribute_tree(span.attributes, max_json_depth=max_json_depth)
-    events = [(event.name, attribute_tree(event.attributes, max_json_depth=max_json_depth)) for event in span.events]
+    keys: list[str] = []  # of the trees the rules read: the span's and its content events'
+    tree = attribute_tree(span.attributes, max_json_depth=max_json_depth, keys=keys)
+    events = [
+        (
+            event.name,
+            attribute_tree(
+                event.attributes,
+                max_json_depth=max_json_depth,
+                keys=keys if event.name in rules.content_events else None,
+            ),
+        )
+        for event in span.events
+    ]
     if rules.drop or rules.rename:
         rewrite(tree, rules)
         for _, event_tree in events:
             rewrite(event_tree, rules)
+    else:
+        rules = rules.narrowed(tuple(keys))
     start, end = _times(span, tree, rules)
     name = op_name(as_str(first(tree, rules.op_name)) or span.name)
 
