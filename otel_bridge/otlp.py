@@ -175,12 +175,17 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         raise ValueError(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError("expected a JSON object with resourceSpans")
-    for resource_spans in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-        for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
-            for span in scope_spans.get("spans") or []:
-                _hex_ids_to_base64(span)
-                for link in span.get("links") or []:
-                    _hex_ids_to_base64(link)
+    try:
+        for resource_spans in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+            for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
+                for span in scope_spans.get("spans") or []:
+                    _hex_ids_to_base64(span)
+                    for link in span.get("links") or []:
+                        _hex_ids_to_base64(link)
+    except (AttributeError, TypeError):  # a list where an object belongs, or the reverse
+        raise ValueError(
+            "not an OTLP/JSON trace request: resourceSpans, scopeSpans, spans and links must be arrays of objects"
+        ) from None
     try:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:

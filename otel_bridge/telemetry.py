@@ -1,17 +1,17 @@
-"""The bridge's own metrics (Prometheus) and logging set-up.
+"""The bridge's own metrics (Prometheus).
 
 Metric names pair a stage with an outcome, like the OpenTelemetry Collector's. Metrics live on a registry
-passed in, never the global one, so every bridge (and every test) has its own.
+passed in, never the global one, so every bridge (and every test) has its own. Label values (transport,
+reason) are part of the contract: dashboards and alerts select on them.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from otel_bridge import __version__
 
-__all__ = ["Metrics", "setup_logging"]
+__all__ = ["Metrics"]
 
 
 class Metrics:
@@ -27,6 +27,13 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.refused_requests = Counter(
+            "otelbridge_receiver_refused_requests",
+            "Requests refused before their spans were decoded: reason is unauthenticated, too_large, "
+            "unsupported_media_type or bad_request.",
+            ["transport", "reason"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "otelbridge_receiver_request_duration_seconds", "Time to answer one Export request.", ["transport"], registry=r
         )
@@ -37,13 +44,6 @@ class Metrics:
         self.retries = Counter("otelbridge_exporter_retries", "Batch send attempts that will be retried.", registry=r)
         self.queue_size_bytes = Gauge("otelbridge_queue_size_bytes", "Bytes of calls in the queue.", registry=r)
         self.queue_capacity_bytes = Gauge("otelbridge_queue_capacity_bytes", "Bound of the queue in bytes.", registry=r)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO; that is noise at our batch rates.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+        Info("otelbridge_build", "The running bridge's version.", registry=r).info({"version": __version__})
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: what resource requests are sized from.
+        ProcessCollector(registry=r)
