@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import tracemalloc
 import zlib
 from itertools import count
 
@@ -28,6 +29,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 from spans import request, span
+
+from otel_bridge.receiver.http import _decompress, _Refused
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -281,3 +284,17 @@ def test_project_header_routes_like_grpc_metadata(upstream, start_bridge):
 def test_http_receiver_can_be_disabled(start_bridge):
     bridge = start_bridge(bridge_settings(receiver={"http": None}))
     assert bridge.bridge.http is None and bridge.bridge.grpc is not None
+
+
+def test_decompression_stops_at_the_limit_instead_of_inflating_the_bomb():
+    # 64 MiB of zeros compress to 64 KiB; inflating them whole would take 64 MiB before the size check.
+    bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))
+    tracemalloc.start()
+    try:
+        with pytest.raises(_Refused) as refused:
+            _decompress(bomb, 16 + zlib.MAX_WBITS, 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 413
+    assert peak < 8 * 1024 * 1024

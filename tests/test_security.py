@@ -158,7 +158,11 @@ def test_secrets_never_reach_logs_or_endpoints(upstream, start_bridge, caplog):
 @pytest.mark.parametrize(
     ("receiver", "tls", "message"),
     [
-        ("http", {"cert_file": "/does/not/exist.crt", "key_file": "/x.key"}, "`receiver.http.tls.cert_file` ('/does/not/exist.crt'): cannot read"),
+        (
+            "http",
+            {"cert_file": "/does/not/exist.crt", "key_file": "/x.key"},
+            "`receiver.http.tls.cert_file` ('/does/not/exist.crt'): cannot read",
+        ),
         ("grpc", "swapped", "`receiver.grpc.tls`: cert_file and key_file are not a PEM certificate and its private key"),
         ("grpc", "ca is a key", "`receiver.grpc.tls.client_ca_file`: not a PEM CA certificate"),
     ],
