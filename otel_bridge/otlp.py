@@ -69,6 +69,11 @@ def _put(node: dict[str, Any], key: str, value: Any) -> None:
     elif isinstance(existing, dict):
         if isinstance(value, dict):
             existing.update(value)
+        elif isinstance(value, list) and existing and all(k.isdigit() for k in existing):
+            # A JSON array after indexed sub-keys (`x.0.y`, then `x` = "[...]"): merge by index, as when
+            # the array comes first (see _set_path).
+            for i, item in enumerate(value):
+                _put(existing, str(i), item)
         else:
             existing[CONFLICT_KEY] = value
     elif isinstance(value, dict):
@@ -77,30 +82,33 @@ def _put(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = value  # a repeated key: the last one wins, as in the OpenTelemetry SDKs
 
 
-def _set_path(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+def _set_path(tree: dict[str, Any], parts: list[str], value: Any, built: set[int]) -> None:
     node = tree
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+            built.add(id(child))
         elif not isinstance(child, dict):
             if isinstance(child, list):
                 # A JSON-array value beside indexed sub-keys (`x` = "[...]" and `x.0.y`): merge by index.
                 child = {str(i): item for i, item in enumerate(child)}
             else:
                 child = {CONFLICT_KEY: child}
+            built.add(id(child))
             node[part] = child
         node = child
     _put(node, parts[-1], value)
 
 
 def attribute_tree(attributes: Any) -> dict[str, Any]:
-    """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts keyed
-    "0".."n-1" turned into lists.
+    """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts built from
+    indexed keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
     Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`.
     """
     tree: dict[str, Any] = {}
+    built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
     for kv in attributes:
         value = any_value(kv.value)
@@ -111,32 +119,21 @@ def attribute_tree(attributes: Any) -> dict[str, Any]:
             parts = key.split(".")
             if not indexed:
                 indexed = any(part.isdigit() for part in parts)
-            _set_path(tree, parts, value)
+            _set_path(tree, parts, value, built)
         else:
             _put(tree, key, value)
     if indexed:
-        _listify_children(tree)
+        _listify_children(tree, built)
     return tree
 
 
-def _listify(node: Any) -> Any:
-    """Dicts keyed "0".."n-1" (flattened lists such as `gen_ai.prompt.0.role`) -> lists, recursively."""
-    if type(node) is dict:
-        _listify_children(node)
-        keys = node.keys()
-        if keys and all(type(k) is str and k.isdigit() for k in keys):
-            if sorted(int(k) for k in keys) == list(range(len(node))):
-                return [node[str(i)] for i in range(len(node))]
-    elif type(node) is list:
-        for i, item in enumerate(node):
-            node[i] = _listify(item)
-    return node
-
-
-def _listify_children(node: dict[str, Any]) -> None:
+def _listify_children(node: dict[str, Any], built: set[int]) -> None:
+    """Built dicts keyed exactly "0".."n-1" -> lists, depth first."""
     for key, value in node.items():
-        if type(value) is dict or type(value) is list:
-            node[key] = _listify(value)
+        if type(value) is dict and id(value) in built:
+            _listify_children(value, built)
+            if all(str(i) in value for i in range(len(value))):
+                node[key] = [value[str(i)] for i in range(len(value))]
 
 
 def iso_time(unix_nano: int) -> str:
@@ -167,6 +164,10 @@ def _hex_ids_to_base64(obj: Any) -> None:
                 raise ValueError(f"{key} {value!r} is not hex") from None
 
 
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
     """An OTLP/JSON ExportTraceServiceRequest (hex ids, lowerCamelCase; unknown fields ignored) -> protobuf."""
     try:
@@ -175,17 +176,13 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         raise ValueError(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError("expected a JSON object with resourceSpans")
-    try:
-        for resource_spans in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-            for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
-                for span in scope_spans.get("spans") or []:
-                    _hex_ids_to_base64(span)
-                    for link in span.get("links") or []:
-                        _hex_ids_to_base64(link)
-    except (AttributeError, TypeError):  # a list where an object belongs, or the reverse
-        raise ValueError(
-            "not an OTLP/JSON trace request: resourceSpans, scopeSpans, spans and links must be arrays of objects"
-        ) from None
+    # Only well-shaped parts are walked here; ParseDict reports anything else as a ValueError below.
+    for resource_spans in _objects(doc.get("resourceSpans") or doc.get("resource_spans")):
+        for scope_spans in _objects(resource_spans.get("scopeSpans") or resource_spans.get("scope_spans")):
+            for span in _objects(scope_spans.get("spans")):
+                _hex_ids_to_base64(span)
+                for link in _objects(span.get("links")):
+                    _hex_ids_to_base64(link)
     try:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:

@@ -43,8 +43,8 @@ class MemoryQueue:
     def __init__(self, *, max_bytes: int, retry_after: float = 1.0) -> None:
         self.max_bytes = max_bytes
         self._retry_after = retry_after
-        # project -> deque of (enqueued at, call); dicts keep insertion order, so the first project
-        # with calls is the one that waited longest (re-inserted at the end when emptied).
+        # project -> deque of (enqueued at, call). Of the projects due, take() serves the one whose oldest
+        # call waited longest (nacked calls count as oldest of all); ties go in dict order.
         self._pending: dict[str, deque[tuple[float, bytes]]] = {}
         self._pending_bytes = 0
         self._in_flight_bytes = 0
@@ -81,17 +81,30 @@ class MemoryQueue:
         self._changed.set()
 
     def _ready(self, max_calls: int, max_bytes: int, linger: float) -> tuple[str | None, float]:
-        """The project to take from now, else how long until one is due."""
+        """The project to take from now (of those due, the one whose oldest call waited longest), else how
+        long until one is due."""
         now = time.monotonic()
         wait = linger
+        due: str | None = None
+        due_since = 0.0
         for project, pending in self._pending.items():
             if not pending:
                 continue
-            if self._flushing or len(pending) >= max_calls or now - pending[0][0] >= linger:
-                return project, 0.0
-            if body_size(sum(len(c) for _, c in pending), len(pending)) >= max_bytes:
-                return project, 0.0
-            wait = min(wait, linger - (now - pending[0][0]))
+            oldest = pending[0][0]
+            if (
+                self._flushing
+                or len(pending) >= max_calls
+                or now - oldest >= linger
+                or body_size(sum(len(c) for _, c in pending), len(pending)) >= max_bytes
+            ):
+                # Not the first due in dict order: a project left non-empty by a partial take keeps its
+                # place there, and would starve the others while it stays full.
+                if due is None or oldest < due_since:
+                    due, due_since = project, oldest
+                continue
+            wait = min(wait, linger - (now - oldest))
+        if due is not None:
+            return due, 0.0
         return None, wait
 
     async def take(self, *, max_calls: int, max_bytes: int, linger: float) -> Batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.mapping.rules import Source
+from otel_bridge.otlp import CONFLICT_KEY
 
 __all__ = ["find", "first", "first_present", "first_truthy", "as_int", "as_str"]
 
@@ -52,6 +53,10 @@ def first_present(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
 
 def as_int(value: Any) -> int | None:
     """Token counts arrive as ints, floats or strings depending on the instrumentation."""
+    if type(value) is dict:
+        # `x` beside `x.y` (e.g. gen_ai.usage.input_tokens and Sentry's gen_ai.usage.input_tokens.cached):
+        # the scalar sent for `x` is kept under CONFLICT_KEY.
+        value = value.get(CONFLICT_KEY)
     kind = type(value)
     if kind is int:
         return value
@@ -66,6 +71,8 @@ def as_int(value: Any) -> int | None:
 
 
 def as_str(value: Any) -> str | None:
+    if type(value) is dict:
+        value = value.get(CONFLICT_KEY)  # a scalar `x` beside `x.y`, as in as_int
     if value is None or value == "":
         return None
     if type(value) is str:

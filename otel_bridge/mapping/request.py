@@ -56,14 +56,20 @@ class MappedRequest:
         return f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail
 
 
-def _resource_project(tree: dict[str, Any]) -> str | None:
+def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(project, None) from resource attributes wandb.entity + wandb.project, or (None, why not)."""
     entity = as_str(find(tree, ("wandb", "entity")))
     project = as_str(find(tree, ("wandb", "project")))
-    if entity and project:
-        return f"{entity}/{project}"
-    if project and not entity and parse_project(project):
-        return project  # wandb.project given as entity/project
-    return None
+    if not project:
+        return None, None  # wandb.entity alone names no project: the next routing rule applies
+    candidate = f"{entity}/{project}" if entity else project
+    if parse_project(candidate) is None:
+        # Named, but wrongly: rejecting says so, where falling back to another project would hide it.
+        return None, (
+            f"resource attributes wandb.entity={entity!r} wandb.project={project!r} do not name a project: "
+            "set wandb.entity and wandb.project, or wandb.project alone as entity/project"
+        )
+    return candidate, None
 
 
 def map_request(request: Any, *, header_project: str | None, default_project: str, rules: Rules) -> MappedRequest:
@@ -71,17 +77,21 @@ def map_request(request: Any, *, header_project: str | None, default_project: st
     header_error = None
     if header_project and parse_project(header_project) is None:
         header_error = f"header project_id {header_project!r} is not of the form entity/project"
-        header_project = None
     for resource_spans in request.resource_spans:
         resource_tree = attribute_tree(resource_spans.resource.attributes)
-        project_id = _resource_project(resource_tree) or header_project or default_project or None
+        project_id, reason = _resource_project(resource_tree)
+        if project_id is None and reason is None:
+            reason = header_error
+            project_id = None if header_error else header_project or default_project or None
+            if project_id is None and reason is None:
+                reason = NO_PROJECT
         resource = resource_dump(resource_spans.resource, resource_tree)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_dump(scope_spans.scope)
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
-                    result.reject(span, header_error or NO_PROJECT)
+                    result.reject(span, reason)
                     continue
                 try:
                     call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)

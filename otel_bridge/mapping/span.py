@@ -108,12 +108,21 @@ def _attributes(tree: dict[str, Any], rules: Rules) -> dict[str, Any]:
     return attributes
 
 
+def _explicit_bool(value: Any) -> bool | None:
+    """A boolean, also when an SDK sent it as the string "true" or "false"."""
+    if type(value) is bool:
+        return value
+    if type(value) is str and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
 def _thread(tree: dict[str, Any], rules: Rules, span_id: str) -> tuple[str | None, str | None]:
     thread_id = as_str(first(tree, rules.field("thread_id")))
     if thread_id is None:
         return None, None
-    explicit = find(tree, _IS_TURN_PATH)
-    is_turn = explicit if type(explicit) is bool else first_truthy(tree, rules.field("is_turn")) is not None
+    explicit = _explicit_bool(find(tree, _IS_TURN_PATH))
+    is_turn = explicit if explicit is not None else first_truthy(tree, rules.field("is_turn")) is not None
     return thread_id, span_id if is_turn else None
 
 

@@ -1,0 +1,344 @@
+"""otel_bridge.queue.MemoryQueue: order, batch bounds, linger, nack/ack, backpressure, flush."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from otel_bridge.errors import QueueFullError
+from otel_bridge.queue import Batch, MemoryQueue, body_size
+
+LONG = 30.0  # a linger no test waits for
+
+
+def run(test: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(test(), timeout=10))
+
+
+def calls(prefix: str, n: int, size: int = 0) -> list[bytes]:
+    """n distinct JSON calls, each exactly `size` bytes when size is given."""
+    out = []
+    for i in range(n):
+        call = json.dumps({"id": f"{prefix}{i}"}).encode()
+        if size:
+            pad = size - len(call) - len(', "p": ""')
+            assert pad >= 0
+            call = json.dumps({"id": f"{prefix}{i}", "p": "x" * pad}).encode()
+            assert len(call) == size
+        out.append(call)
+    return out
+
+
+async def take_now(queue: MemoryQueue, *, max_calls: int = 1000, max_bytes: int = 10**9) -> Batch:
+    """A take that must return without lingering."""
+    return await asyncio.wait_for(queue.take(max_calls=max_calls, max_bytes=max_bytes, linger=LONG), timeout=1.0)
+
+
+def test_body_size_matches_batch_body() -> None:
+    for n in range(0, 5):
+        batch = Batch("e/p", calls("c", n), 0)
+        assert body_size(sum(len(c) for c in batch.calls), n) == len(batch.body())
+        assert json.loads(batch.body()) == {"batch": [json.loads(c) for c in batch.calls]}
+
+
+def test_put_take_order_per_project() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        a, b = calls("a", 5), calls("b", 3)
+        await queue.put({"e/a": a[:2], "e/b": b[:1]})
+        await queue.put({"e/a": a[2:], "e/b": b[1:]})
+        queue.flush()
+        first = await take_now(queue)
+        second = await take_now(queue)
+        assert (first.project, first.calls) == ("e/a", a)
+        assert (second.project, second.calls) == ("e/b", b)
+        assert queue.size_calls == 0
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("n", "max_calls", "sizes"), [(10, 3, [3, 3, 3, 1]), (4, 4, [4]), (5, 1, [1] * 5)])
+def test_batches_bounded_by_max_calls(n: int, max_calls: int, sizes: list[int]) -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", n)
+        await queue.put({"e/p": sent})
+        queue.flush()
+        got = [await take_now(queue, max_calls=max_calls) for _ in sizes]
+        assert [len(b.calls) for b in got] == sizes
+        assert [c for b in got for c in b.calls] == sent
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("call_size", "n", "max_bytes"), [(50, 10, 200), (50, 10, 12 + 50 * 3 + 2), (37, 7, 100)])
+def test_batches_bounded_by_max_bytes(call_size: int, n: int, max_bytes: int) -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", n, size=call_size)
+        await queue.put({"e/p": sent})
+        queue.flush()
+        got: list[Batch] = []
+        while queue.size_calls:
+            got.append(await take_now(queue, max_bytes=max_bytes))
+        assert [c for b in got for c in b.calls] == sent
+        taken = 0
+        for batch in got:
+            assert len(batch.body()) <= max_bytes
+            assert batch.nbytes == sum(len(c) for c in batch.calls)
+            taken += len(batch.calls)
+            if taken < n:  # the next call would not have fit: batches are as full as allowed
+                assert len(Batch("e/p", batch.calls + [sent[taken]]).body()) > max_bytes
+
+    run(scenario)
+
+
+def test_body_exactly_max_bytes_fits() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 3, size=40)
+        max_bytes = len(Batch("e/p", sent[:2]).body())  # two calls fill it exactly
+        await queue.put({"e/p": sent})
+        batch = await take_now(queue, max_bytes=max_bytes)  # full by bytes: no linger
+        assert batch.calls == sent[:2]
+        assert len(batch.body()) == max_bytes
+
+    run(scenario)
+
+
+def test_single_call_larger_than_max_bytes_is_taken_alone() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        small1, small2 = calls("s", 2, size=30)
+        [big] = calls("big", 1, size=500)
+        await queue.put({"e/p": [small1, big, small2]})
+        queue.flush()
+        got = [await take_now(queue, max_bytes=100) for _ in range(3)]
+        assert [b.calls for b in got] == [[small1], [big], [small2]]
+
+    run(scenario)
+
+
+def test_take_lingers_when_not_full() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 2)
+        await queue.put({"e/p": sent})
+        started = time.monotonic()
+        batch = await queue.take(max_calls=10, max_bytes=10**6, linger=0.05)
+        assert time.monotonic() - started >= 0.04
+        assert batch.calls == sent
+
+    run(scenario)
+
+
+def test_take_lingers_until_the_oldest_call_is_due() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        a, b = calls("c", 2)
+        await queue.put({"e/p": [a]})
+        await asyncio.sleep(0.03)
+        await queue.put({"e/p": [b]})  # a later call does not restart the clock
+        batch = await queue.take(max_calls=10, max_bytes=10**6, linger=0.06)
+        assert batch.calls == [a, b]
+
+    run(scenario)
+
+
+def test_take_returns_at_once_when_full() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 3)
+        await queue.put({"e/p": sent})
+        batch = await take_now(queue, max_calls=2)
+        assert batch.calls == sent[:2]
+
+    run(scenario)
+
+
+def test_waiting_take_wakes_when_a_put_fills_the_batch() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 3)
+        waiter = asyncio.create_task(queue.take(max_calls=3, max_bytes=10**6, linger=LONG))
+        await queue.put({"e/p": sent[:1]})
+        await asyncio.sleep(0.02)
+        assert not waiter.done()  # one call, not full: still lingering
+        await queue.put({"e/p": sent[1:]})
+        batch = await asyncio.wait_for(waiter, timeout=1.0)
+        assert batch.calls == sent
+
+    run(scenario)
+
+
+def test_flush_makes_take_return_immediately() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 1)
+        await queue.put({"e/p": sent})
+        waiter = asyncio.create_task(queue.take(max_calls=10, max_bytes=10**6, linger=LONG))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        queue.flush()  # wakes the waiting take
+        batch = await asyncio.wait_for(waiter, timeout=1.0)
+        assert batch.calls == sent
+        more = calls("d", 1)
+        await queue.put({"e/p": more})  # and every later take
+        assert (await take_now(queue)).calls == more
+
+    run(scenario)
+
+
+def test_nack_puts_calls_back_at_the_front_in_order() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        sent = calls("c", 5)
+        await queue.put({"e/p": sent})
+        first = await take_now(queue, max_calls=3)
+        assert first.calls == sent[:3]
+        queue.nack(first)
+        # taken again first, in order, without lingering (they waited already)
+        again = await take_now(queue, max_calls=3)
+        assert again.calls == sent[:3]
+        queue.flush()
+        rest = await take_now(queue)
+        assert rest.calls == sent[3:]
+
+    run(scenario)
+
+
+def test_nacked_project_is_served_before_other_projects() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        a, b = calls("a", 2), calls("b", 2)
+        await queue.put({"e/a": a})
+        await queue.put({"e/b": b})
+        taken = await take_now(queue, max_calls=2)
+        assert taken.project == "e/a"
+        queue.nack(taken)
+        queue.flush()
+        assert [(x.project, x.calls) for x in [await take_now(queue), await take_now(queue)]] == [
+            ("e/a", a),
+            ("e/b", b),
+        ]
+
+    run(scenario)
+
+
+def test_nack_before_newer_calls_of_the_same_project() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        old, new = calls("old", 2), calls("new", 2)
+        await queue.put({"e/p": old})
+        taken = await take_now(queue, max_calls=2)
+        await queue.put({"e/p": new})
+        queue.nack(taken)
+        queue.flush()
+        assert (await take_now(queue)).calls == old + new
+
+    run(scenario)
+
+
+def test_ack_frees_bytes() -> None:
+    async def scenario() -> None:
+        sent = calls("c", 2, size=100)
+        queue = MemoryQueue(max_bytes=200)
+        await queue.put({"e/p": sent})
+        assert queue.size_bytes == 200
+        batch = await take_now(queue, max_calls=2)
+        assert queue.size_bytes == 200  # in flight still counts
+        assert not queue.empty()
+        with pytest.raises(QueueFullError):
+            await queue.put({"e/p": calls("d", 1, size=100)})
+        queue.ack(batch)
+        assert queue.size_bytes == 0
+        assert queue.empty()
+        await queue.put({"e/p": calls("d", 2, size=100)})  # room again
+        assert queue.size_bytes == 200
+
+    run(scenario)
+
+
+def test_nack_keeps_bytes_counted() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=300)
+        await queue.put({"e/p": calls("c", 2, size=100)})
+        batch = await take_now(queue, max_calls=1)
+        queue.nack(batch)
+        assert (queue.size_bytes, queue.size_calls) == (200, 2)
+
+    run(scenario)
+
+
+def test_put_beyond_max_bytes_is_refused_all_or_nothing() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=250, retry_after=2.5)
+        first = calls("a", 2, size=100)
+        await queue.put({"e/a": first})
+        with pytest.raises(QueueFullError) as refused:
+            await queue.put({"e/a": calls("x", 1, size=30), "e/b": calls("y", 1, size=30)})
+        assert refused.value.retry_after == 2.5
+        assert "max_bytes" in str(refused.value)
+        assert (queue.size_bytes, queue.size_calls) == (200, 2)
+        queue.flush()
+        batch = await take_now(queue)
+        assert (batch.project, batch.calls) == ("e/a", first)  # nothing from the refused put
+        queue.ack(batch)
+        assert queue.empty()
+        await queue.put({"e/b": calls("z", 1, size=50)})  # exactly max_bytes in all is fine
+        await queue.put({"e/b": calls("w", 2, size=100)})
+        assert queue.size_bytes == 250
+
+    run(scenario)
+
+
+def test_projects_served_oldest_first() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        await queue.put({"e/a": [b'"a1"']})
+        time.sleep(0.002)  # distinct enqueue times
+        await queue.put({"e/b": [b'"b1"']})
+        time.sleep(0.002)
+        await queue.put({"e/a": [b'"a2"']})
+        queue.flush()
+        got = [await take_now(queue, max_calls=1) for _ in range(3)]
+        # a2 is newer than b1: b1 must go before it
+        assert [b.calls[0] for b in got] == [b'"a1"', b'"b1"', b'"a2"']
+
+    run(scenario)
+
+
+def test_busy_project_does_not_starve_others() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        await queue.put({"e/busy": calls("a", 4)})
+        time.sleep(0.002)
+        await queue.put({"e/quiet": calls("q", 1)})
+        queue.flush()  # every project is due
+        projects = []
+        for i in range(3):
+            batch = await take_now(queue, max_calls=2)  # busy is always full
+            projects.append(batch.project)
+            queue.ack(batch)
+            time.sleep(0.002)
+            await queue.put({"e/busy": calls(f"n{i}", 2)})
+        assert "e/quiet" in projects
+
+    run(scenario)
+
+
+def test_projects_served_in_arrival_order_when_all_due() -> None:
+    async def scenario() -> None:
+        queue = MemoryQueue(max_bytes=10**6)
+        for project in ("e/c", "e/a", "e/b"):
+            await queue.put({project: calls(project, 1)})
+            time.sleep(0.002)
+        queue.flush()
+        assert [(await take_now(queue)).project for _ in range(3)] == ["e/c", "e/a", "e/b"]
+
+    run(scenario)
