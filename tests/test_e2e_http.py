@@ -189,7 +189,7 @@ BAD_REQUESTS = [
     ("brotli", "/v1/traces", "POST", JSON, {"Content-Encoding": "br"}, b"{}", 415, "supported: [gzip, deflate, identity]"),
     ("bad json", "/v1/traces", "POST", JSON, {}, b'{"resourceSpans": [', 400, "invalid JSON"),
     ("json not an object", "/v1/traces", "POST", JSON, {}, b"[1, 2]", 400, "expected a JSON object"),
-    ("json wrong shape", "/v1/traces", "POST", JSON, {}, b'{"resourceSpans": {"a": 1}}', 400, "must be arrays of objects"),
+    ("json wrong shape", "/v1/traces", "POST", JSON, {}, b'{"resourceSpans": {"a": 1}}', 400, "not an OTLP/JSON trace request"),
     (
         "json id not hex", "/v1/traces", "POST", JSON, {},
         b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": "zz"}]}]}]}', 400, "spanId 'zz' is not hex",

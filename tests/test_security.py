@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import grpc
@@ -172,6 +173,11 @@ def test_bad_tls_files_fail_before_any_port_opens(certs, receiver, tls, message)
         tls = {"cert_file": str(certs.server.key), "key_file": str(certs.server.cert)}
     elif tls == "ca is a key":
         tls = {**_tls(certs, mutual=False), "client_ca_file": str(certs.client.key)}
+    settings = bridge_settings(receiver={receiver: {"tls": tls}})
+
+    async def build() -> None:  # as `serve` does: inside the event loop, before start() binds anything
+        Bridge(settings)
+
     with pytest.raises(ConfigError) as raised:
-        Bridge(bridge_settings(receiver={receiver: {"tls": tls}}))
+        asyncio.run(build())
     assert message in str(raised.value)
