@@ -1,4 +1,5 @@
-"""Wiring: settings -> receivers, pipeline, queue, dispatcher, sender; and the run loop of `serve`."""
+"""Wiring: settings -> receivers, pipeline, queue, dispatcher, sender, telemetry endpoint; and the run loop
+of `serve`."""
 
 from __future__ import annotations
 
@@ -11,23 +12,28 @@ from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duratio
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
 from otel_bridge.exporter.file import FileSender
+from otel_bridge.exporter.reachability import ReachabilitySender, UpstreamHealth
 from otel_bridge.exporter.retry import RetrySender
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.split import SplitSender
 from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
+from otel_bridge.health import Health
+from otel_bridge.http_server import HttpServer
 from otel_bridge.mapping import build_rules
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.queue import open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
+from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.telemetry import Metrics
+from otel_bridge.telemetry_server import telemetry_app
 
 __all__ = ["Bridge", "build_sender"]
 
 log = logging.getLogger("otel_bridge")
 
 
-def build_sender(settings: Settings, metrics: Metrics) -> tuple[Sender, str]:
+def build_sender(settings: Settings, metrics: Metrics, upstream: UpstreamHealth) -> tuple[Sender, str]:
     """The sender chain behind the queue consumers, outermost first, and where it delivers."""
     exporter = settings.exporter
     weave = exporter.weave
@@ -41,6 +47,8 @@ def build_sender(settings: Settings, metrics: Metrics) -> tuple[Sender, str]:
         where = f"file {exporter.file.path} (no API key: set WANDB_API_KEY or exporter.weave.api_key to send to Weave)"
     # Timeout: bounds each attempt, so every retry gets the full time.
     sender = TimeoutSender(sender, weave.timeout)
+    # Reachability: records each attempt's outcome (timeouts included) for /readyz.
+    sender = ReachabilitySender(sender, upstream)
     # Retry: backoff and Retry-After around each request the split layer makes, so a half that fails
     # is retried alone. Skipped when disabled: a retryable failure is then final.
     if exporter.retry.enabled:
@@ -64,7 +72,11 @@ def build_sender(settings: Settings, metrics: Metrics) -> tuple[Sender, str]:
 
 
 class Bridge:
-    """One running bridge. `start()` binds the ports; `stop()` stops receiving, drains, and closes."""
+    """One running bridge. `start()` binds the ports; `stop()` stops receiving, drains, and closes.
+
+    Everything that reads a file (TLS certificates) happens in __init__, so a bad file fails before any
+    port opens.
+    """
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -78,7 +90,8 @@ class Bridge:
             default_project=exporter.weave.project,
             metrics=self.metrics,
         )
-        self.sender, self.destination = build_sender(settings, self.metrics)
+        self.upstream = UpstreamHealth()
+        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream)
         self.dispatcher = Dispatcher(
             self.queue,
             self.sender,
@@ -88,12 +101,39 @@ class Bridge:
             blocked_retry_interval=exporter.retry.max_interval,
             report_interval=settings.telemetry.degraded_log_interval,
         )
-        self.grpc = GrpcTraceReceiver(settings.receiver.grpc, self.pipeline) if settings.receiver.grpc else None
+        receiver = settings.receiver
+        grace = min(settings.shutdown_timeout, 5.0)  # for requests in flight; the queue drains afterwards
+        self.grpc = GrpcTraceReceiver(receiver.grpc, self.pipeline, shutdown_timeout=grace) if receiver.grpc else None
+        self.http = build_http_receiver(receiver.http, self.pipeline, shutdown_timeout=grace) if receiver.http else None
+        self.health = Health(
+            receivers=[r for r in (self.grpc, self.http) if r is not None],
+            queue_size=lambda: self.queue.size_bytes,
+            queue_capacity=exporter.queue.max_bytes,
+            upstream=self.upstream,
+            config=settings.telemetry.readiness,
+        )
+        endpoint = settings.telemetry.endpoint
+        self.telemetry = None
+        if endpoint:
+            app = telemetry_app(self.health, self.metrics)
+            self.telemetry = HttpServer("telemetry endpoint", app, endpoint, config_key="telemetry.endpoint")
 
     async def start(self) -> None:
+        """Start everything or nothing: when a port cannot be bound, what already started is stopped again."""
         self.dispatcher.start()
-        if self.grpc:
-            await self.grpc.start()
+        started: list[GrpcTraceReceiver | HttpServer] = []
+        try:
+            for server in (self.grpc, self.http, self.telemetry):
+                if server is not None:
+                    await server.start()
+                    started.append(server)
+        except BaseException:
+            for server in reversed(started):
+                await server.stop()
+            await self.dispatcher.drain(0)
+            await self.sender.close()
+            await self.queue.close()
+            raise
         log.info("sending calls to %s", self.destination)
         log.info(
             "queue: %s, up to %d bytes (exporter.queue); calls the upstream refuses go to %s (exporter.dead_letter.path)",
@@ -105,13 +145,15 @@ class Bridge:
             log.info("spans that name no project go to %s (exporter.weave.project)", self.settings.exporter.weave.project)
 
     async def stop(self) -> None:
-        """Stop receiving, deliver what can be within shutdown_timeout, keep the rest (if durable), close."""
+        """Receivers first (nothing new arrives), then deliver what can be within shutdown_timeout and keep the
+        rest (if durable), then the telemetry endpoint, which keeps answering probes while the queue drains."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        if self.grpc:
-            await self.grpc.stop(grace=min(self.settings.shutdown_timeout, 5.0))
+        await asyncio.gather(*(receiver.stop() for receiver in (self.grpc, self.http) if receiver is not None))
         await self.dispatcher.drain(max(0.0, deadline - time.monotonic()))
         await self.sender.close()
         await self.queue.close()
+        if self.telemetry:
+            await self.telemetry.stop()
         log.info("stopped")
 
 

@@ -16,7 +16,7 @@ from otel_bridge.config import load_settings, parse_project
 from otel_bridge.errors import ConfigError
 from otel_bridge.mapping import as_config, build_rules, map_request
 from otel_bridge.otlp import parse_request
-from otel_bridge.telemetry import setup_logging
+from otel_bridge.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_bridge.app import serve  # grpc is only needed here
 
     settings = load_settings(args.config)
-    setup_logging(settings.telemetry.log_level)
+    setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
     asyncio.run(serve(settings))
     return 0
 
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otel-bridge: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a port that cannot be bound; the message names its config key
+        print(f"otel-bridge: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

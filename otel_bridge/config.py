@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,7 +28,7 @@ from pydantic import (
 
 from otel_bridge.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_duration", "format_duration", "parse_project"]
+__all__ = ["Settings", "load_settings", "parse_duration", "format_duration", "parse_project", "split_endpoint"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -82,18 +82,48 @@ def _check_endpoint(value: str | None) -> str | None:
 Endpoint = Annotated[str, BeforeValidator(_check_endpoint)]
 
 
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); `[::]:4318` -> ("::", 4318)."""
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class _Section(BaseModel):
     # Unknown keys are errors, not silently ignored: a typo like `htttp:` must fail check-config.
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class Tls(_Section):
+    cert_file: str
+    key_file: str
+    # Set: clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: str | None = None
+
+
+class Auth(_Section):
+    bearer_token: SecretStr
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        # An unset ${env:...} gives "": refuse it rather than silently accept every client.
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty; remove `auth` to accept every client")
+        return value
+
+
 class GrpcReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4317"
     max_recv_msg_size_mib: int = Field(64, gt=0, le=2047)
+    tls: Tls | None = None
+    auth: Auth | None = None
 
 
 class HttpReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4318"
+    max_request_body_size_mib: int = Field(64, gt=0, le=2047)
+    tls: Tls | None = None
+    auth: Auth | None = None
 
 
 class Receiver(_Section):
@@ -214,12 +244,19 @@ class Exporter(_Section):
         return 0.0 if self.queue.directory else _MAX_ELAPSED_TIME_IN_MEMORY
 
 
+class Readiness(_Section):
+    queue_high_water: float = Field(0.8, gt=0, le=1)
+    upstream_grace: Duration = Field(60.0, ge=0)
+
+
 class Telemetry(_Section):
     endpoint: Endpoint | None = "0.0.0.0:13133"
     log_level: str = "info"
     # While delivery is degraded (retries, dead letters, a full queue, a refused key), one summary line
     # per interval rather than one per failure.
     degraded_log_interval: Duration = Field(30.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+    readiness: Readiness = Readiness()
 
     @field_validator("log_level")
     @classmethod
@@ -312,11 +349,11 @@ class Settings(_Section):
     mapping: Mapping = Mapping()
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets masked: what check-config prints."""
-        data = self.model_dump(mode="json")
-        key = self.exporter.weave.api_key.get_secret_value()
-        data["exporter"]["weave"]["api_key"] = "********" if key else ""
-        return data
+        """The effective settings as plain data, secrets masked: what check-config prints.
+
+        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty.
+        """
+        return self.model_dump(mode="json")
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -351,7 +388,7 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] in ("model_type", "dict_type"):
         return f"`{path}`: expected a mapping of keys, found {error['input']!r}"
     shown = error.get("input")
-    if isinstance(shown, (dict, list)) or path.endswith("api_key"):
+    if isinstance(shown, (dict, list)) or path.endswith(("api_key", "bearer_token")):
         return f"`{path}`: {message}"
     return f"`{path}` ({shown!r}): {message}"
 

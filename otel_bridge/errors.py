@@ -10,6 +10,7 @@
       ProjectBlockedError     401/403: stop delivering this project, keep its calls, try again later
     QueueError                the queue cannot take the calls now; the receiver answers "retry later"
       QueueFullError          the queue is at its bound (exporter.queue.max_bytes): backpressure
+      OversizedRequestError   one request needs more than the whole queue: it never fits, not retryable
     RejectedSpan              one span cannot become a call; it is reported in partial_success, the rest go on
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "ProjectBlockedError",
     "QueueError",
     "QueueFullError",
+    "OversizedRequestError",
     "RejectedSpan",
 ]
 
@@ -81,6 +83,13 @@ class QueueError(Exception):
 
 class QueueFullError(QueueError):
     """Raised when the queue is at its bound (exporter.queue.max_bytes)."""
+
+
+class OversizedRequestError(QueueError):
+    """Raised when one request's calls exceed the whole queue bound: retrying could never succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=0.0)
 
 
 class RejectedSpan(Exception):

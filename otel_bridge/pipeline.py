@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otel_bridge.errors import QueueError, QueueFullError
+from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Rules, map_request
 from otel_bridge.queue import CallQueue
 from otel_bridge.telemetry import Metrics
@@ -47,8 +47,8 @@ class Pipeline:
             mapped = self.map(request, header_project)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
-        except QueueError as exc:  # the receiver answers "retry later"; nothing of the request is kept
-            reason = "queue_full" if isinstance(exc, QueueFullError) else "queue_error"
+        except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
+            reason = {QueueFullError: "queue_full", OversizedRequestError: "too_large"}.get(type(exc), "queue_error")
             self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
             raise
         self.metrics.queue_size_bytes.set(self.queue.size_bytes)

@@ -38,7 +38,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Protocol
 
-from otel_bridge.errors import ConfigError, QueueError, QueueFullError
+from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "body_size", "QUEUE_FULL_RETRY_AFTER"]
 
@@ -356,7 +356,12 @@ class CallQueue:
         return self._queued_calls + self._in_flight_calls
 
     def check_room(self, nbytes: int) -> None:
-        """Raise QueueFullError unless `nbytes` more would fit."""
+        """Raise QueueFullError unless `nbytes` more would fit; OversizedRequestError if they never can."""
+        if nbytes > self.max_bytes:
+            raise OversizedRequestError(
+                f"the request needs {nbytes} bytes of queue, more than all of it (exporter.queue.max_bytes "
+                f"= {self.max_bytes}): send smaller requests (the exporter's batch size) or raise the bound"
+            )
         if self.size_bytes + self._reserved_bytes + nbytes > self.max_bytes:
             raise QueueFullError(
                 f"queue is full ({self.size_bytes} of {self.max_bytes} bytes, exporter.queue.max_bytes): "

@@ -1,17 +1,17 @@
-"""The bridge's own metrics (Prometheus) and logging set-up.
+"""The bridge's own metrics (Prometheus).
 
 Metric names pair a stage with an outcome, like the OpenTelemetry Collector's. Metrics live on a registry
-passed in, never the global one, so every bridge (and every test) has its own.
+passed in, never the global one, so every bridge (and every test) has its own. Label values (transport,
+reason) are part of the contract: dashboards and alerts select on them.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from otel_bridge import __version__
 
-__all__ = ["Metrics", "setup_logging", "total"]
+__all__ = ["Metrics", "total"]
 
 
 class Metrics:
@@ -29,6 +29,13 @@ class Metrics:
         self.refused_spans = Counter(
             "otelbridge_receiver_refused_spans",
             "Spans rejected (reason=invalid: partial success) or refused (reason=queue_full, queue_error: retry later).",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.refused_requests = Counter(
+            "otelbridge_receiver_refused_requests",
+            "Requests refused before their spans were decoded: reason is unauthenticated, too_large, "
+            "unsupported_media_type or bad_request.",
             ["transport", "reason"],
             registry=r,
         )
@@ -61,6 +68,9 @@ class Metrics:
         self.queue_size_calls = Gauge("otelbridge_queue_size_calls", "Calls in the queue (waiting and in flight).", registry=r)
         self.queue_size_bytes = Gauge("otelbridge_queue_size_bytes", "Bytes of calls in the queue.", registry=r)
         self.queue_capacity_bytes = Gauge("otelbridge_queue_capacity_bytes", "Bound of the queue in bytes.", registry=r)
+        Info("otelbridge_build", "The running bridge's version.", registry=r).info({"version": __version__})
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: what resource requests are sized from.
+        ProcessCollector(registry=r)
 
 
 def total(metric: Counter, **label_values: tuple[str, ...]) -> float:
@@ -71,13 +81,3 @@ def total(metric: Counter, **label_values: tuple[str, ...]) -> float:
         for sample in family.samples
         if sample.name.endswith("_total") and all(sample.labels.get(k) in v for k, v in label_values.items())
     )
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO; that is noise at our batch rates.
-    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import os
 import socket
@@ -19,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from certs import Certs, make_certs  # noqa: E402
 from upstream import UpstreamServer  # noqa: E402
 
 from otel_bridge.app import Bridge  # noqa: E402
@@ -38,6 +40,12 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files the bridge writes by default (calls, dead letters) land in the test's own directory."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, a server certificate for 127.0.0.1, a client certificate, and one from another CA."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture
@@ -78,6 +86,7 @@ class RunningBridge:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bridge-loop", daemon=True)
         self.bridge: Bridge | None = None
+        self._stopping: concurrent.futures.Future | None = None
 
     def call(self, coroutine: Any, timeout: float = 30.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -98,9 +107,30 @@ class RunningBridge:
         assert self.bridge and self.bridge.grpc
         return f"127.0.0.1:{self.bridge.grpc.port}"
 
+    @property
+    def http_url(self) -> str:
+        """Base URL of the OTLP/HTTP receiver (https when it serves TLS); POST {http_url}/v1/traces."""
+        assert self.bridge and self.bridge.http
+        scheme = "https" if self.settings.receiver.http.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.bridge.http.port}"
+
+    @property
+    def telemetry_url(self) -> str:
+        assert self.bridge and self.bridge.telemetry
+        return f"http://127.0.0.1:{self.bridge.telemetry.port}"
+
+    def begin_stop(self) -> concurrent.futures.Future:
+        """Start stopping without waiting, to watch the bridge while it drains; stop() then finishes."""
+        assert self.bridge is not None
+        self._stopping = asyncio.run_coroutine_threadsafe(self.bridge.stop(), self._loop)
+        return self._stopping
+
     def stop(self) -> None:
         if self.bridge is not None:
-            self.call(self.bridge.stop())
+            if self._stopping is not None:
+                self._stopping.result(30)
+            else:
+                self.call(self.bridge.stop())
             self.bridge = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

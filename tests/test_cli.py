@@ -43,7 +43,7 @@ def test_check_config_prints_effective_config_with_secret_masked():
     result = run("check-config", env={"WANDB_API_KEY": "super-secret-key"})
     assert result.returncode == 0, result.stderr
     assert "super-secret-key" not in result.stdout + result.stderr
-    assert "api_key: '********'" in result.stdout
+    assert "api_key: '**********'" in result.stdout
     assert "endpoint: 0.0.0.0:4317" in result.stdout
 
 

@@ -243,6 +243,22 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     wait_until(lambda: "delivery recovered" in caplog.text, message="the recovery line")
 
 
+def test_a_request_larger_than_the_whole_queue_is_refused_for_good(upstream, start_bridge):
+    # Retrying could never succeed, so no "retry later": RESOURCE_EXHAUSTED without RetryInfo, which OTLP
+    # exporters do not retry. The bridge keeps serving smaller requests.
+    settings = bridge_settings(upstream, exporter={"queue": {"max_bytes": 30_000}, "batch": {"max_bytes": 20_000}})
+    bridge = start_bridge(settings)
+    with pytest.raises(grpc.RpcError) as refused:
+        export(bridge.grpc_endpoint, spans_request(0, 40, payload=1000))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "more than all of it (exporter.queue.max_bytes = 30000)" in refused.value.details()
+    status = rpc_status.from_call(refused.value)
+    assert status is not None and list(status.details) == []
+    assert total(bridge.bridge.metrics.refused_spans, reason=("too_large",)) == 40
+    export(bridge.grpc_endpoint, spans_request(100, 2))
+    assert_delivered_once(upstream, ids(100, 2))
+
+
 def test_shutdown_delivers_what_it_can_in_memory(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream, exporter={"batch": {"flush_interval": "1h"}}))
     export(bridge.grpc_endpoint, spans_request(0, 7))

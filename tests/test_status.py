@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from otel_bridge.errors import QueueError, QueueFullError
+from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.receiver.status import grpc_trailing_metadata, http_headers, status_of
 
 
@@ -34,5 +34,12 @@ def test_a_queue_that_cannot_be_written_is_also_retry_later():
 def test_an_unforeseen_error_is_internal_and_not_retryable():
     status = status_of(RuntimeError("bug"))
     assert (status.grpc_code, status.http_status, status.retry_after) == (grpc.StatusCode.INTERNAL, 500, None)
+    assert http_headers(status) == {}
+    assert "google.rpc.retryinfo-bin" not in dict(grpc_trailing_metadata(status))
+
+
+def test_a_request_larger_than_the_queue_is_too_large_and_not_retryable():
+    status = status_of(OversizedRequestError("the request needs more than all of the queue"))
+    assert (status.grpc_code, status.http_status, status.retry_after) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 413, None)
     assert http_headers(status) == {}
     assert "google.rpc.retryinfo-bin" not in dict(grpc_trailing_metadata(status))

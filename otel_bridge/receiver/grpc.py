@@ -1,4 +1,5 @@
-"""OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on grpc.aio."""
+"""OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on grpc.aio, and grpc.health.v1
+on the same port (SERVING from start until shutdown begins)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import logging
 import time
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from otel_bridge.config import GrpcReceiver
 from otel_bridge.errors import QueueError
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
+from otel_bridge.receiver import PROJECT_HEADER, describe_security
+from otel_bridge.receiver.auth import BearerToken, GrpcBearerAuth
+from otel_bridge.receiver.tls import grpc_server_credentials
 
-__all__ = ["GrpcTraceReceiver", "PROJECT_HEADER"]
+__all__ = ["GrpcTraceReceiver", "TRACE_SERVICE"]
 
 log = logging.getLogger("otel_bridge.receiver")
 
-PROJECT_HEADER = "project_id"
+TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -46,27 +51,51 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class GrpcTraceReceiver:
-    def __init__(self, config: GrpcReceiver, pipeline: Pipeline) -> None:
+    """TLS files are read in __init__, so a bad one fails before any port opens."""
+
+    name = "OTLP/gRPC receiver"
+
+    def __init__(self, config: GrpcReceiver, pipeline: Pipeline, *, shutdown_timeout: float = 5.0) -> None:
         self.config = config
+        self._shutdown_timeout = shutdown_timeout
+        interceptors = []
+        if config.auth is not None:
+            refused = pipeline.metrics.refused_requests.labels(transport="grpc", reason="unauthenticated")
+            token = BearerToken(config.auth.bearer_token.get_secret_value())
+            interceptors.append(GrpcBearerAuth(token, on_refused=refused.inc))
+        self._credentials = grpc_server_credentials(config.tls, "receiver.grpc") if config.tls else None
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(pipeline), self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port: int | None = None
+        self.listening = False
 
     async def start(self) -> None:
         try:
-            self.port = self._server.add_insecure_port(self.config.endpoint)
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(self.config.endpoint)
+            else:
+                self.port = self._server.add_secure_port(self.config.endpoint, self._credentials)
         except RuntimeError:
             self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {self.config.endpoint} (receiver.grpc.endpoint)")
         await self._server.start()
+        await self._health.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.listening = True
         host = self.config.endpoint.rpartition(":")[0]
-        log.info("OTLP/gRPC receiver listening on %s:%d", host, self.port)
+        security = describe_security(self.config.tls, self.config.auth)
+        log.info("OTLP/gRPC receiver listening on %s:%d%s", host, self.port, security)
 
-    async def stop(self, grace: float) -> None:
-        await self._server.stop(grace)
+    async def stop(self) -> None:
+        """NOT_SERVING first, so health-checking load balancers stop sending; in-flight calls get shutdown_timeout."""
+        self.listening = False
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self._shutdown_timeout)

@@ -3,6 +3,7 @@
 https://opentelemetry.io/docs/specs/otlp/#failures-1 (HTTP: 429, 502, 503, 504 are the retryable ones).
 
     error                 gRPC                 HTTP   exporter
+    OversizedRequestError RESOURCE_EXHAUSTED   413    drops the request (no RetryInfo)         (not retryable)
     QueueError            UNAVAILABLE          503    retries, after RetryInfo / Retry-After   (retryable)
     anything else         INTERNAL             500    drops the request                        (not retryable)
 
@@ -21,7 +22,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from otel_bridge.errors import QueueError
+from otel_bridge.errors import OversizedRequestError, QueueError
 
 __all__ = ["WireStatus", "status_of", "grpc_trailing_metadata", "http_headers"]
 
@@ -36,6 +37,8 @@ class WireStatus:
 
 # (error class, gRPC code, HTTP status); the first row whose class matches wins.
 _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
+    # Not retryable: the request is larger than the whole queue, so it would never fit.
+    (OversizedRequestError, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     # Retryable: the queue frees space as the upstream accepts calls.
     (QueueError, grpc.StatusCode.UNAVAILABLE, 503),
 )
@@ -44,7 +47,8 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
 def status_of(error: BaseException) -> WireStatus:
     for error_class, code, http_status in _TABLE:
         if isinstance(error, error_class):
-            return WireStatus(code, http_status, str(error), getattr(error, "retry_after", None))
+            retry_after = None if error_class is OversizedRequestError else getattr(error, "retry_after", None)
+            return WireStatus(code, http_status, str(error), retry_after)
     # Not retryable: an error we did not foresee must not turn every exporter's retries into a storm.
     return WireStatus(grpc.StatusCode.INTERNAL, 500, f"internal error: {type(error).__name__}: {error}")
 
