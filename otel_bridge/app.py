@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
@@ -103,8 +104,17 @@ class Bridge:
         )
         receiver = settings.receiver
         grace = min(settings.shutdown_timeout, 5.0)  # for requests in flight; the queue drains afterwards
-        self.grpc = GrpcTraceReceiver(receiver.grpc, self.pipeline, shutdown_timeout=grace) if receiver.grpc else None
-        self.http = build_http_receiver(receiver.http, self.pipeline, shutdown_timeout=grace) if receiver.http else None
+        shared = receiver.workers > 1  # every worker binds the same ports (supervisor.py)
+        self.grpc = (
+            GrpcTraceReceiver(receiver.grpc, self.pipeline, shutdown_timeout=grace, reuse_port=shared)
+            if receiver.grpc
+            else None
+        )
+        self.http = (
+            build_http_receiver(receiver.http, self.pipeline, shutdown_timeout=grace, reuse_port=shared)
+            if receiver.http
+            else None
+        )
         self.health = Health(
             receivers=[r for r in (self.grpc, self.http) if r is not None],
             queue_size=lambda: self.queue.size_bytes,
@@ -157,10 +167,12 @@ class Bridge:
         log.info("stopped")
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
+async def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return. `on_ready` is called once every port is bound."""
     bridge = Bridge(settings)
     await bridge.start()
+    if on_ready is not None:
+        on_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -45,6 +45,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
+    if settings.receiver.workers > 1:
+        from otel_bridge.supervisor import supervise
+
+        return supervise(settings)
     asyncio.run(serve(settings))
     return 0
 

@@ -129,11 +129,21 @@ class HttpReceiver(_Section):
 class Receiver(_Section):
     grpc: GrpcReceiver | None = GrpcReceiver()
     http: HttpReceiver | None = HttpReceiver()
+    # Processes that share the receivers' ports (SO_REUSEPORT): the mapping is CPU-bound Python, so one
+    # process uses one core.
+    workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _one_receiver(self) -> Receiver:
         if self.grpc is None and self.http is None:
             raise ValueError("both receivers are disabled: enable receiver.grpc or receiver.http")
+        if self.workers > 1:
+            for name, receiver in (("grpc", self.grpc), ("http", self.http)):
+                if receiver is not None and split_endpoint(receiver.endpoint)[1] == 0:
+                    raise ValueError(
+                        f"`{name}.endpoint` ({receiver.endpoint}) has port 0: with `workers` > 1 every worker "
+                        "must bind the same port, so give a port number"
+                    )
         return self
 
 
@@ -347,6 +357,18 @@ class Settings(_Section):
     exporter: Exporter = Field(default_factory=Exporter)
     telemetry: Telemetry = Telemetry()
     mapping: Mapping = Mapping()
+
+    @model_validator(mode="after")
+    def _telemetry_port_per_worker(self) -> Settings:
+        workers, endpoint = self.receiver.workers, self.telemetry.endpoint
+        if workers > 1 and endpoint is not None:
+            port = split_endpoint(endpoint)[1]
+            if port == 0 or port + workers - 1 > 65535:
+                raise ValueError(
+                    f"`telemetry.endpoint` ({endpoint}): with `receiver.workers` = {workers}, worker i serves it on "
+                    f"port + i, so the port must be between 1 and {65536 - workers}"
+                )
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked: what check-config prints.

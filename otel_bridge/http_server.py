@@ -35,12 +35,14 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         security: str = "",
         shutdown_timeout: float = 5.0,
+        reuse_port: bool = False,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
         self._config_key = config_key
         self._ssl_context = ssl_context
         self._security = security
+        self._reuse_port = reuse_port  # only where workers share the port (receiver.workers)
         app.on_response_prepare.append(_server_header)
         # No access log: one line per request is noise at span rates; failures are logged where they happen.
         # No auto_decompress: the receiver decompresses itself, so it can bound the decompressed size.
@@ -53,7 +55,7 @@ class HttpServer:
     async def start(self) -> None:
         host, port = split_endpoint(self.endpoint)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, ssl_context=self._ssl_context, reuse_port=False)
+        site = web.TCPSite(self._runner, host or None, port, ssl_context=self._ssl_context, reuse_port=self._reuse_port)
         try:
             await site.start()
         except OSError as exc:

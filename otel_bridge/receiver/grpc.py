@@ -55,7 +55,9 @@ class GrpcTraceReceiver:
 
     name = "OTLP/gRPC receiver"
 
-    def __init__(self, config: GrpcReceiver, pipeline: Pipeline, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self, config: GrpcReceiver, pipeline: Pipeline, *, shutdown_timeout: float = 5.0, reuse_port: bool = False
+    ) -> None:
         self.config = config
         self._shutdown_timeout = shutdown_timeout
         interceptors = []
@@ -68,7 +70,9 @@ class GrpcTraceReceiver:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
+                # Off unless workers share the port on purpose: a second bridge on a taken port must fail
+                # loudly, not quietly take half the traffic.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(pipeline), self._server)

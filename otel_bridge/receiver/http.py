@@ -184,7 +184,9 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
     return app
 
 
-def build_http_receiver(config: HttpReceiver, pipeline: Pipeline, *, shutdown_timeout: float) -> HttpServer:
+def build_http_receiver(
+    config: HttpReceiver, pipeline: Pipeline, *, shutdown_timeout: float, reuse_port: bool = False
+) -> HttpServer:
     """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
     ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
     token = BearerToken(config.auth.bearer_token.get_secret_value()) if config.auth else None
@@ -197,4 +199,5 @@ def build_http_receiver(config: HttpReceiver, pipeline: Pipeline, *, shutdown_ti
         ssl_context=ssl_context,
         security=describe_security(config.tls, config.auth),
         shutdown_timeout=shutdown_timeout,
+        reuse_port=reuse_port,
     )
