@@ -31,7 +31,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -70,6 +70,22 @@ class Batch:
 
     def body(self) -> bytes:
         return b'{"batch":[' + b",".join(self.calls) + b"]}"
+
+    def body_chunks(self, chunk_bytes: int = 256 * 1024) -> Iterator[bytes]:
+        """body() in pieces of about chunk_bytes: a batch of LLM calls is megabytes, and a whole copy per
+        send held up the bridge's memory (one per consumer, more until the garbage collector ran)."""
+        piece: list[bytes] = [b'{"batch":[']
+        size = 0
+        for i, call in enumerate(self.calls):
+            if i:
+                piece.append(b",")
+            piece.append(call)
+            size += len(call)
+            if size >= chunk_bytes:
+                yield b"".join(piece)
+                piece, size = [], 0
+        piece.append(b"]}")
+        yield b"".join(piece)
 
 
 class Store(Protocol):

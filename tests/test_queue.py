@@ -64,6 +64,15 @@ def test_body_size_matches_batch_body() -> None:
         assert json.loads(batch.body()) == {"batch": [json.loads(c) for c in batch.calls]}
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 10, 10**6])
+def test_body_chunks_make_the_body(chunk_bytes: int) -> None:
+    for n in range(0, 5):
+        batch = Batch("e/p", calls("c", n))
+        chunks = list(batch.body_chunks(chunk_bytes))
+        assert b"".join(chunks) == batch.body()
+        assert len(chunks) <= n + 1
+
+
 def test_put_take_order_per_project(new_queue) -> None:
     async def scenario() -> None:
         queue = new_queue(max_bytes=10**6)

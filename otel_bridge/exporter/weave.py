@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -15,7 +16,7 @@ from otel_bridge.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from otel_bridge.queue import Batch
+from otel_bridge.queue import Batch, body_size
 
 __all__ = ["WeaveSender", "is_retryable", "parse_retry_after"]
 
@@ -47,6 +48,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(moment.timestamp() - now, _MAX_RETRY_AFTER))
 
 
+async def _stream(batch: Batch) -> AsyncIterator[bytes]:
+    for chunk in batch.body_chunks():
+        yield chunk
+
+
 # The upstream's answer kept with an error (and in the dead-letter file): enough for FastAPI's per-call details.
 _MAX_ANSWER = 64 * 1024
 
@@ -69,7 +75,12 @@ class WeaveSender:
     async def send(self, batch: Batch) -> None:
         url = self.url(batch.project)
         try:
-            response = await self._client.post(url, content=batch.body())
+            response = await self._client.post(
+                url,
+                content=_stream(batch),
+                # With the length given, httpx sends the pieces as one body, not chunked transfer encoding.
+                headers={"Content-Length": str(body_size(batch.nbytes, len(batch.calls)))},
+            )
         except httpx.TransportError as exc:
             raise RetryableError(f"POST {url} failed: {exc!r}") from None
         status = response.status_code
