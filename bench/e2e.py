@@ -30,12 +30,15 @@ API_KEY = "bench-api-key"
 ENTITY, PROJECT = "bench-entity", "bench-project"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from mapping import default_weave_python  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- sink
 
 
-def _sink_main(conn, calls, requests, bad, expected_auth: str) -> None:
+def _sink_main(conn, calls, requests, bad, expected_auth: str, delay: float) -> None:
     """A minimal HTTP/1.1 keep-alive server: POST .../calls/complete -> count the calls in body["batch"]."""
     import orjson
 
@@ -94,6 +97,8 @@ def _sink_main(conn, calls, requests, bad, expected_auth: str) -> None:
                             bad.value += 1
                         answer = reply(b"400 Bad Request", b'{"detail":"bad body"}')
                     else:
+                        if delay:
+                            await asyncio.sleep(delay)  # a slow upstream (--sink-delay)
                         # Only this process writes calls/requests: no lock needed for the writes.
                         calls.value += n
                         requests.value += 1
@@ -245,24 +250,83 @@ def build_requests(count: int, spans_per_request: int, seed: int = 1) -> list[by
     return out
 
 
-def _generator_main(conn, target: str, seconds: float, concurrency: int, spans_per_request: int, distinct: int, go) -> None:
+class _GrpcExporter:
+    """Export over OTLP/gRPC, on a connection of its own (a local subchannel pool: channels to the same
+    target would otherwise share one connection, and SO_REUSEPORT spreads connections, not requests)."""
+
+    def __init__(self, target: str) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        self.error = grpc.aio.AioRpcError
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", 256 << 20),
+                ("grpc.max_receive_message_length", 16 << 20),
+                ("grpc.use_local_subchannel_pool", 1),
+            ],
+        )
+        self.call = self.channel.unary_unary(
+            EXPORT_METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+
+    async def ready(self) -> None:
+        await asyncio.wait_for(self.channel.channel_ready(), 20)
+
+    async def export(self, payload: bytes) -> tuple[int, str | None]:
+        """(rejected spans, error name or None)."""
+        try:
+            response = await self.call(payload, timeout=30)
+        except self.error as exc:
+            return 0, exc.code().name
+        return response.partial_success.rejected_spans, None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class _HttpExporter:
+    """Export over OTLP/HTTP (protobuf), on a keep-alive connection of its own."""
+
+    def __init__(self, target: str) -> None:
+        import aiohttp
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        self.url = f"http://{target}/v1/traces"
+        self.parse = ExportTraceServiceResponse.FromString
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+
+    async def ready(self) -> None:
+        pass  # the bench waited for the port
+
+    async def export(self, payload: bytes) -> tuple[int, str | None]:
+        async with self.session.post(
+            self.url, data=payload, headers={"Content-Type": "application/x-protobuf"}, timeout=None
+        ) as response:
+            body = await response.read()
+            if response.status != 200:
+                return 0, f"HTTP {response.status}"
+        return self.parse(body).partial_success.rejected_spans, None
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _generator_main(conn, target: str, http: bool, seconds: float, concurrency: int, spans_per_request: int, distinct: int, go) -> None:
     """Build the requests, warm up with one, report ready; on `go`, send for `seconds`; report results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import grpc
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
     payloads = build_requests(distinct, spans_per_request)
     avg_bytes = sum(map(len, payloads)) / len(payloads)
 
     async def main() -> dict:
-        async with grpc.aio.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 256 << 20), ("grpc.max_receive_message_length", 16 << 20)]
-        ) as channel:
-            export = channel.unary_unary(
-                EXPORT_METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
-            )
-            await asyncio.wait_for(channel.channel_ready(), 20)
-            await export(payloads[0], timeout=30)  # warm-up: its calls reach the sink before the window opens
+        # One exporter (connection) per request in flight, as separate exporting processes would have.
+        exporters = [(_HttpExporter if http else _GrpcExporter)(target) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*(exporter.ready() for exporter in exporters))
+            _, error = await exporters[0].export(payloads[0])  # warm-up: its calls reach the sink before the window opens
+            if error:
+                raise RuntimeError(f"warm-up Export failed: {error}")
             conn.send(("ready", avg_bytes))
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
 
@@ -271,31 +335,30 @@ def _generator_main(conn, target: str, seconds: float, concurrency: int, spans_p
             deadline = time.monotonic() + seconds
             counter = iter(range(1 << 62))
 
-            async def worker() -> None:
+            async def worker(exporter) -> None:
                 while time.monotonic() < deadline:
                     payload = payloads[next(counter) % len(payloads)]
                     started = time.perf_counter()
-                    try:
-                        response = await export(payload, timeout=30)
-                    except grpc.aio.AioRpcError as exc:
-                        stats["spans_sent"] += spans_per_request
-                        name = exc.code().name
-                        stats["errors"][name] = stats["errors"].get(name, 0) + 1
+                    rejected, error = await exporter.export(payload)
+                    stats["spans_sent"] += spans_per_request
+                    if error:
+                        stats["errors"][error] = stats["errors"].get(error, 0) + 1
                         await asyncio.sleep(0.1)  # a real exporter backs off before retrying
                         continue
                     latencies.append(time.perf_counter() - started)
-                    rejected = response.partial_success.rejected_spans
                     stats["requests"] += 1
-                    stats["spans_sent"] += spans_per_request
                     stats["spans_acked"] += spans_per_request - rejected
                     stats["spans_rejected"] += rejected
 
             started = time.monotonic()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await asyncio.gather(*(worker(exporter) for exporter in exporters))
             stats["send_seconds"] = time.monotonic() - started
             latencies.sort()
             stats["latencies_ms"] = [x * 1000 for x in latencies]
             return stats
+        finally:
+            for exporter in exporters:
+                await exporter.close()
 
     try:
         conn.send(("done", asyncio.run(main())))
@@ -330,28 +393,41 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLK_TCK
 
 
-def rss_bytes(pid: int) -> int:
-    total = 0
+def rss_by_process(pid: int) -> list[int]:
+    """VmRSS of pid and each of its descendants, bytes."""
+    found = []
     for p in _tree(pid):
         with contextlib.suppress(OSError, ValueError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    found.append(int(line.split()[1]) * 1024)
                     break
-    return total
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    return sum(rss_by_process(pid))
 
 
 class RssPoller(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         super().__init__(daemon=True, name="rss-poller")
         self.pid, self.interval = pid, interval
-        self.peak = 0
+        self.peak = 0  # of the process tree
+        self.peak_process = 0  # of its largest process (a worker, when there are workers)
+        self.samples: list[tuple[float, int]] = []  # (monotonic time, tree RSS)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
+            sizes = rss_by_process(self.pid)
+            self.peak = max(self.peak, sum(sizes))
+            self.peak_process = max(self.peak_process, max(sizes, default=0))
+            self.samples.append((time.monotonic(), sum(sizes)))
             self._stop_event.wait(self.interval)
+
+    def peak_between(self, start: float, end: float) -> int:
+        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -367,15 +443,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def _free_ports(n: int) -> int:
+    """A port p with p..p+n-1 all free (worker i serves telemetry on p + i)."""
+    for _ in range(100):
+        first = _free_port()
+        try:
+            for port in range(first + 1, first + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _wait_workers(telemetry_port: int, workers: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Until every worker answers /healthz on its telemetry port: connections made before a worker listens
+    would all go to the others."""
+    import httpx
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the bridge exited with code {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the bridge did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+    for port in range(telemetry_port, telemetry_port + workers):
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the bridge exited with code {proc.returncode} before listening")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {port - telemetry_port} did not answer /healthz within {timeout:.0f}s")
+            time.sleep(0.05)
 
 
 def _recv(conn, timeout: float, what: str):
@@ -390,13 +487,14 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def _write_config(path: Path, grpc_port: int, sink_port: int, args: argparse.Namespace) -> None:
+def _write_config(path: Path, port: int, telemetry_port: int, sink_port: int, args: argparse.Namespace) -> None:
+    receivers = f"grpc: null\n  http:\n    endpoint: 127.0.0.1:{port}" if args.http else f"grpc:\n    endpoint: 127.0.0.1:{port}\n  http: null"
+    queue_bound = f"\n    max_bytes: {args.queue_max_bytes}" if args.queue_max_bytes else ""
     path.write_text(
         f"""shutdown_timeout: 5s
 receiver:
-  grpc:
-    endpoint: 127.0.0.1:{grpc_port}
-  http: null
+  workers: {args.workers}
+  {receivers}
 exporter:
   weave:
     base_url: http://127.0.0.1:{sink_port}
@@ -407,9 +505,9 @@ exporter:
     flush_interval: {args.flush_interval}
   queue:
     num_consumers: {args.consumers}
-    directory: {path.parent / "queue" if args.durable else "null"}
+    directory: {path.parent / "queue" if args.durable else "null"}{queue_bound}
 telemetry:
-  endpoint: null
+  endpoint: 127.0.0.1:{telemetry_port}
   log_level: warning
 """,
         encoding="utf-8",
@@ -430,21 +528,21 @@ def run(args: argparse.Namespace) -> int:
         # 1. the sink
         sink_conn, child = ctx.Pipe()
         calls, requests, bad = ctx.Value("q", 0, lock=False), ctx.Value("q", 0, lock=False), ctx.Value("q", 0)
-        sink = ctx.Process(target=_sink_main, args=(child, calls, requests, bad, expected_auth), name="bench-sink", daemon=True)
+        sink = ctx.Process(target=_sink_main, args=(child, calls, requests, bad, expected_auth, args.sink_delay), name="bench-sink", daemon=True)
         sink.start()
         sink_port = _recv(sink_conn, 20, "the sink to listen")
 
         # 2. the bridge
-        grpc_port = _free_port()
+        port, telemetry_port = _free_port(), _free_ports(args.workers)
         config = tmp / "bridge.yaml"
-        _write_config(config, grpc_port, sink_port, args)
+        _write_config(config, port, telemetry_port, sink_port, args)
         env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WEAVE_PROJECT", "WF_TRACE_SERVER_URL")}
         log_file = open(log_path, "wb")
         bridge = subprocess.Popen(
             [sys.executable, "-m", "otel_bridge", "serve", "--config", str(config)],
             cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        _wait_port(grpc_port, bridge, 30)
+        _wait_workers(telemetry_port, args.workers, bridge, 60)
         poller = RssPoller(bridge.pid)
         poller.start()
         rss_idle = rss_bytes(bridge.pid)
@@ -454,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
         gen_conn, child = ctx.Pipe()
         generator = ctx.Process(
             target=_generator_main,
-            args=(child, f"127.0.0.1:{grpc_port}", args.seconds, args.concurrency, args.spans_per_request, args.distinct, go),
+            args=(child, f"127.0.0.1:{port}", args.http, args.seconds, args.concurrency, args.spans_per_request, args.distinct, go),
             name="bench-generator", daemon=True,
         )
         generator.start()
@@ -487,6 +585,16 @@ def run(args: argparse.Namespace) -> int:
         sink_cpu = cpu_seconds(sink.pid) - sink_cpu0
         poller.stop()
 
+        # RSS early and late in the window: flat under sustained load means the bounds hold (--seconds 600: a soak).
+        quarter = (t1 - t0) / 4
+        rss_first_quarter = poller.peak_between(t0, t0 + quarter)
+        rss_last_quarter = poller.peak_between(t1 - quarter, t1)
+
+        # Weave's own converter on the same spans, while the bridge is idle (it shares the machine).
+        from mapping import compare
+
+        converters = compare(build_requests(args.distinct, args.spans_per_request), args.weave_seconds, args.weave_python)
+
         lat = stats.pop("latencies_ms")
         delivered = calls2 - calls0
         window = t1 - t0
@@ -517,6 +625,14 @@ def run(args: argparse.Namespace) -> int:
             "bridge_rss_peak_mib": round(poller.peak / 2**20, 1),
             "sink_cpu_util": round(sink_cpu / (t2 - t0), 2),
             "generator_cpu_util": round(gen_cpu / window, 2),
+            "bridge_rss_peak_per_process_mib": round(poller.peak_process / 2**20, 1),
+            "bridge_rss_first_quarter_mib": round(rss_first_quarter / 2**20, 1),
+            "bridge_rss_last_quarter_mib": round(rss_last_quarter / 2**20, 1),
+            **converters,
+            "delivered_over_weave": (
+                round((calls1 - calls0) / window / converters["weave_spans_per_s"], 1) if converters["weave_spans_per_s"] else None
+            ),
+            "mode": _mode(args),
             "cpu_count": os.cpu_count(),
         }
         _print_table(result)
@@ -567,7 +683,13 @@ def _print_table(r: dict) -> None:
         ("calls delivered/s", f"{r['calls_delivered_per_s']:,.0f}", "calls/s", f"{r['calls_delivered_in_window']:,} delivered during the window"),
         ("delivered / sent", f"{r['delivered_over_sent']:.3f}", "", f"{r['calls_delivered_total']:,} after {r['drain_seconds']:.1f}s drain; {r['sink_requests']:,} POSTs, {r['sink_bad_requests']} bad"),
         ("bridge CPU per 10k spans", f"{r['bridge_cpu_s_per_10k_spans']:.3f}", "cpu-s", f"{r['bridge_cpu_s']:.1f} cpu-s total, {r['bridge_cpu_util']:.2f} cores busy on average"),
-        ("bridge peak RSS", f"{r['bridge_rss_peak_mib']:.0f}", "MiB", f"idle {r['bridge_rss_idle_mib']:.0f} MiB"),
+        ("bridge peak RSS", f"{r['bridge_rss_peak_mib']:.0f}", "MiB", f"process tree; idle {r['bridge_rss_idle_mib']:.0f} MiB; largest process {r['bridge_rss_peak_per_process_mib']:.0f} MiB"),
+        ("bridge RSS early / late", f"{r['bridge_rss_first_quarter_mib']:.0f} / {r['bridge_rss_last_quarter_mib']:.0f}", "MiB", "peak in the first / last quarter of the window"),
+        ("mapping alone", f"{r['mapping_spans_per_s']:,}", "spans/s", "map_request on the same requests, one core, in this process"),
+        ("Weave's converter", f"{r['weave_spans_per_s']:,}" if r["weave_spans_per_s"] else "-", "spans/s",
+         f"weave {r['weave_version']}, same requests; mapping alone {r['mapping_over_weave']}x, delivered {r['delivered_over_weave']}x"
+         if r["weave_spans_per_s"] else "not run: give --weave-python (or WEAVE_PYTHON, or .venv-weave)"),
+        ("mode", "", "", r["mode"]),
         ("cores", f"{r['cpu_count']}", "", f"shared; cores busy: sink {r['sink_cpu_util']:.2f}, generator {r['generator_cpu_util']:.2f}"),
     ]
     w0 = max(len(a) for a, *_ in rows)
@@ -575,6 +697,11 @@ def _print_table(r: dict) -> None:
     w2 = max(len(c) for _, _, c, _ in rows)
     for name, value, unit, note in rows:
         print(f"{name:<{w0}}  {value:>{w1}}  {unit:<{w2}}  {note}".rstrip())
+
+
+def _mode(args: argparse.Namespace) -> str:
+    queue = "durable" if args.durable else "in-memory"
+    return f"{'HTTP' if args.http else 'gRPC'}, {queue} queue, {args.workers} worker{'s' if args.workers > 1 else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -590,6 +717,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--durable", action="store_true", help="bridge exporter.queue.directory in the run's temporary directory (default: in memory)"
     )
+    parser.add_argument("--http", action="store_true", help="send over OTLP/HTTP (protobuf) instead of OTLP/gRPC")
+    parser.add_argument("--workers", type=int, default=1, help="bridge receiver.workers (default 1)")
+    parser.add_argument("--queue-max-bytes", type=int, default=None, help="bridge exporter.queue.max_bytes (default: the bridge's)")
+    parser.add_argument("--sink-delay", type=float, default=0.0, help="seconds the sink waits before answering each POST: a slow upstream, so the queue fills (default 0)")
+    parser.add_argument("--weave-seconds", type=float, default=5.0, help="how long each converter runs in the comparison (default 5)")
+    parser.add_argument("--weave-python", default=default_weave_python(), help="interpreter with weave==0.53.12 (default: $WEAVE_PYTHON, else .venv-weave; none: comparison skipped)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.concurrency <= 0 or args.spans_per_request <= 0 or args.distinct <= 0:
         parser.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")

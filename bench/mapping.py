@@ -19,9 +19,6 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from e2e import build_requests  # noqa: E402
 
 
 def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
@@ -80,6 +77,9 @@ def main() -> int:
     parser.add_argument("--distinct", type=int, default=4, help="distinct requests, converted round-robin (default 4)")
     parser.add_argument("--weave-python", default=default_weave_python(), help="interpreter with weave==0.53.12 (default: $WEAVE_PYTHON, else .venv-weave)")
     args = parser.parse_args()
+    sys.path.insert(0, str(BENCH))
+    from e2e import build_requests  # the spans bench/e2e.py sends
+
     result = compare(build_requests(args.distinct, args.spans_per_request), args.seconds, args.weave_python)
     print(json.dumps(result))
     return 0
