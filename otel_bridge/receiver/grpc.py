@@ -39,8 +39,14 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             try:
                 result = await self.pipeline.export(request, header_project=header_project, transport="grpc")
             except QueueError as exc:
+                # The status is set and the call returns, rather than context.abort(): abort raises, and that
+                # exception's traceback kept this frame's request (and the mapped calls) alive in a reference
+                # cycle until the garbage collector ran, which under sustained overload it rarely did.
                 status = status_of(exc)
-                await context.abort(status.grpc_code, status.message, trailing_metadata=grpc_trailing_metadata(status))
+                context.set_code(status.grpc_code)
+                context.set_details(status.message)
+                context.set_trailing_metadata(grpc_trailing_metadata(status))
+                return trace_service_pb2.ExportTraceServiceResponse()
             response = trace_service_pb2.ExportTraceServiceResponse()
             if result.rejected_spans:
                 response.partial_success.rejected_spans = result.rejected_spans
