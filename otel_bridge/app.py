@@ -83,8 +83,8 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         exporter = settings.exporter
-        self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue.max_bytes)
-        self.metrics.queue_capacity_bytes.set(exporter.queue.max_bytes)
+        self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue_max_bytes)
+        self.metrics.queue_capacity_bytes.set(exporter.queue_max_bytes)
         self.pipeline = Pipeline(
             queue=self.queue,
             rules=build_rules(settings.mapping.edits()),
@@ -118,7 +118,7 @@ class Bridge:
         self.health = Health(
             receivers=[r for r in (self.grpc, self.http) if r is not None],
             queue_size=lambda: self.queue.size_bytes,
-            queue_capacity=exporter.queue.max_bytes,
+            queue_capacity=exporter.queue_max_bytes,
             upstream=self.upstream,
             config=settings.telemetry.readiness,
         )

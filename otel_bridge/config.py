@@ -188,7 +188,7 @@ class Batch(_Section):
 
 class Queue(_Section):
     directory: str | None = None
-    max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    max_bytes: int | None = Field(None, gt=0)  # null: see Exporter.queue_max_bytes
     num_consumers: int = Field(4, gt=0, le=64)
 
     @field_validator("directory")
@@ -198,6 +198,12 @@ class Queue(_Section):
             raise ValueError("empty directory: give a path, or null to keep the queue in memory")
         return value
 
+
+# queue.max_bytes when the config leaves it null. In memory the bound is the bridge's memory: a full queue
+# of 16 MiB keeps a worker under 150 MB under sustained overload (bench/e2e.py --sink-delay). A durable
+# queue keeps the calls on disk and only their sizes in memory, so it can ride out a longer outage.
+_QUEUE_MAX_BYTES_IN_MEMORY = 16 * 1024 * 1024
+_QUEUE_MAX_BYTES_DURABLE = 256 * 1024 * 1024
 
 # max_elapsed_time when the config leaves it null: with a durable queue nothing is lost by waiting, so
 # retry until the upstream is back; in memory, give up (to the dead-letter file) after 5 minutes.
@@ -240,11 +246,19 @@ class Exporter(_Section):
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Exporter:
-        if self.queue.max_bytes < self.batch.max_bytes:
+        if self.queue_max_bytes < self.batch.max_bytes:
+            default = "" if self.queue.max_bytes is not None else ", the default when null"
             raise ValueError(
-                f"`queue.max_bytes` ({self.queue.max_bytes}) must be >= `batch.max_bytes` ({self.batch.max_bytes})"
+                f"`queue.max_bytes` ({self.queue_max_bytes}{default}) must be >= `batch.max_bytes` ({self.batch.max_bytes})"
             )
         return self
+
+    @property
+    def queue_max_bytes(self) -> int:
+        """`queue.max_bytes` in effect: when null, 16 MiB in memory, 256 MiB with a durable queue."""
+        if self.queue.max_bytes is not None:
+            return self.queue.max_bytes
+        return _QUEUE_MAX_BYTES_DURABLE if self.queue.directory else _QUEUE_MAX_BYTES_IN_MEMORY
 
     @property
     def max_elapsed_time(self) -> float:
