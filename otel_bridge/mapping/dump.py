@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_bridge.otlp import attribute_tree, iso_time
+from otel_bridge.otlp import attribute_tree
 
 __all__ = ["resource_dump", "scope_dump", "span_dump", "SPAN_KIND_NAMES", "STATUS_CODE_NAMES"]
 
@@ -59,6 +59,8 @@ def _links(span: Any, max_json_depth: int | None) -> list[dict[str, Any]]:
 def span_dump(
     span: Any,
     *,
+    start_time: str,
+    end_time: str,
     trace_id: str,
     span_id: str,
     parent_id: str | None,
@@ -68,23 +70,24 @@ def span_dump(
     scope: dict[str, Any],
     max_json_depth: int | None,
 ) -> dict[str, Any]:
-    """The span as JSON; `event_trees` are the (name, attribute tree) of its events, built once by the caller."""
+    """The span as JSON; `event_trees` are the (name, attribute tree) of its events and start_time/end_time
+    its times as ISO 8601 (iso_time), built once by the caller."""
     status = span.status
     return {
         "name": span.name,
         "context": {"trace_id": trace_id, "span_id": span_id, "trace_state": span.trace_state},
         "kind": SPAN_KIND_NAMES.get(span.kind, str(span.kind)),
         "parent_id": parent_id,
-        "start_time": iso_time(span.start_time_unix_nano),
-        "end_time": iso_time(span.end_time_unix_nano),
+        "start_time": start_time,
+        "end_time": end_time,
         "start_time_unix_nano": span.start_time_unix_nano,
         "end_time_unix_nano": span.end_time_unix_nano,
         "status": {"code": STATUS_CODE_NAMES.get(status.code, str(status.code)), "message": status.message},
         "attributes": tree,
         "dropped_attributes_count": span.dropped_attributes_count,
-        "events": _events(span, event_trees),
+        "events": _events(span, event_trees) if event_trees else [],
         "dropped_events_count": span.dropped_events_count,
-        "links": _links(span, max_json_depth),
+        "links": _links(span, max_json_depth) if span.links else [],
         "dropped_links_count": span.dropped_links_count,
         "flags": span.flags,
         "resource": resource,

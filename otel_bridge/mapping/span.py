@@ -229,14 +229,15 @@ def map_span(
     if token_usage:
         summary["usage"] = token_usage
 
+    started_at, ended_at = iso_time(start), iso_time(end)
     call: dict[str, Any] = {
         "project_id": project_id,
         "id": span_id,
         "trace_id": trace_id,
         "parent_id": parent_id,
         "op_name": name,
-        "started_at": iso_time(start),
-        "ended_at": iso_time(end),
+        "started_at": started_at,
+        "ended_at": ended_at,
         "attributes": attributes,
         "inputs": inputs,
         "output": output,
@@ -255,6 +256,9 @@ def map_span(
             call[key] = value
     call["otel_dump"] = span_dump(
         span,
+        # The times as sent: the same strings unless an attribute overrode the call's times.
+        start_time=started_at if start == span.start_time_unix_nano else iso_time(span.start_time_unix_nano),
+        end_time=ended_at if end == span.end_time_unix_nano else iso_time(span.end_time_unix_nano),
         trace_id=trace_id,
         span_id=span_id,
         parent_id=parent_id,
