@@ -23,7 +23,7 @@ from otel_bridge.health import Health
 from otel_bridge.http_server import HttpServer
 from otel_bridge.mapping import build_rules
 from otel_bridge.pipeline import Pipeline
-from otel_bridge.queue import open_queue
+from otel_bridge.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.telemetry import Metrics
@@ -34,7 +34,9 @@ __all__ = ["Bridge", "build_sender"]
 log = logging.getLogger("otel_bridge")
 
 
-def build_sender(settings: Settings, metrics: Metrics, upstream: UpstreamHealth) -> tuple[Sender, str]:
+def build_sender(
+    settings: Settings, metrics: Metrics, upstream: UpstreamHealth, queue: CallQueue
+) -> tuple[Sender, str]:
     """The sender chain behind the queue consumers, outermost first, and where it delivers."""
     exporter = settings.exporter
     weave = exporter.weave
@@ -59,6 +61,8 @@ def build_sender(settings: Settings, metrics: Metrics, upstream: UpstreamHealth)
             max_interval=exporter.retry.max_interval,
             max_elapsed_time=exporter.max_elapsed_time,
             metrics=metrics,
+            hold=queue.hold,
+            release=queue.release,
         )
     # Split and dead-letter: bodies within the upstream's limit; 413 splits, 422 bisects; what the upstream
     # refuses for good goes to the dead-letter file. Outermost, so what it returns is settled: the
@@ -92,7 +96,7 @@ class Bridge:
             metrics=self.metrics,
         )
         self.upstream = UpstreamHealth()
-        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream)
+        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue)
         self.dispatcher = Dispatcher(
             self.queue,
             self.sender,

@@ -8,6 +8,7 @@
         InvalidCallsError     422: some call in the batch is refused; bisect down to it
         RetriesExhaustedError exporter.retry.max_elapsed_time passed
       ProjectBlockedError     401/403: stop delivering this project, keep its calls, try again later
+    ProjectInRetry            a batch failed while another of its project waits to be retried: requeue it
     QueueError                the queue cannot take the calls now; the receiver answers "retry later"
       QueueFullError          the queue is at its bound (exporter.queue.max_bytes): backpressure
       OversizedRequestError   one request needs more than the whole queue: it never fits, not retryable
@@ -28,6 +29,7 @@ __all__ = [
     "QueueError",
     "QueueFullError",
     "OversizedRequestError",
+    "ProjectInRetry",
     "RejectedSpan",
 ]
 
@@ -71,6 +73,12 @@ class RetriesExhaustedError(PermanentError):
 
 class ProjectBlockedError(ExportError):
     """Raised on 401/403: the API key may not write to this project. The calls are kept, not dropped."""
+
+
+class ProjectInRetry(Exception):
+    """Raised when a batch fails while another batch of its project already waits to be retried: it goes
+    back to the queue, so a failing project holds one consumer, not all of them. Not an ExportError, so
+    layers that settle export errors (split, dead-letter) pass it on untouched."""
 
 
 class QueueError(Exception):

@@ -357,6 +357,7 @@ class CallQueue:
         self._in_flight_bytes = 0
         self._in_flight_calls = 0
         self._reserved_bytes = 0  # puts being committed
+        self._held: set[str] = set()  # projects with a batch waiting to be retried
         self._changed = asyncio.Event()
         self._flushing = False
         # Calls kept from an earlier run are due at once: they have waited long enough.
@@ -427,6 +428,19 @@ class CallQueue:
         state.paused_until = time.monotonic() + seconds
         self._changed.set()
 
+    def hold(self, project: str) -> bool:
+        """take() skips the project until release(): one of its batches waits to be retried, and more
+        batches sent now would only fail too, while other projects' calls wait for a consumer. False when
+        the project is already held."""
+        if project in self._held:
+            return False
+        self._held.add(project)
+        return True
+
+    def release(self, project: str) -> None:
+        self._held.discard(project)
+        self._changed.set()
+
     def paused_projects(self) -> list[str]:
         now = time.monotonic()
         return [project for project, state in self._projects.items() if state.paused_until > now]
@@ -441,6 +455,8 @@ class CallQueue:
             if state.paused_until > now:
                 wait = min(wait, state.paused_until - now)
                 continue
+            if project in self._held:
+                continue  # release() wakes take()
             age = now - state.entries[0][0]
             count = len(state.entries)
             if self._flushing or age >= linger or count >= max_calls or body_size(state.nbytes, count) >= max_bytes:

@@ -243,6 +243,32 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     wait_until(lambda: "delivery recovered" in caplog.text, message="the recovery line")
 
 
+def test_a_failing_project_holds_one_consumer_while_others_flow(upstream, start_bridge):
+    # acme/broken answers 503 forever; its batches must not take every consumer, or acme/agents starves.
+    settings = bridge_settings(
+        upstream,
+        exporter={"batch": {"max_calls": 1}, "queue": {"num_consumers": 2}, "retry": {"max_elapsed_time": 0}},
+    )
+    bridge = start_bridge(settings)
+    upstream.fail_project("acme/broken", 503)
+    export(bridge.grpc_endpoint, spans_request(0, 6, project="acme/broken"))  # 6 batches of one call
+    wait_until(lambda: any(a.reason == "fail_project" for a in upstream.attempts), message="a failed attempt")
+    export(bridge.grpc_endpoint, spans_request(100, 4))
+    upstream.wait_for_calls(4)
+    assert set(upstream.calls_by_id()) == ids(100, 4)
+    tries: dict[str, int] = {}
+    for attempt in upstream.attempts:
+        if attempt.reason == "fail_project":
+            for cid in attempt.call_ids:
+                tries[cid] = tries.get(cid, 0) + 1
+    # Each consumer may have taken a batch before the first failure was known; of those, one is retried
+    # and the others went back to the queue after one attempt. No other batch was tried.
+    assert len(tries) <= 2
+    assert sum(1 for n in tries.values() if n > 1) <= 1
+    upstream.fail_project("acme/broken", None)
+    assert_delivered_once(upstream, ids(100, 4) | ids(0, 6))
+
+
 def test_a_request_larger_than_the_whole_queue_is_refused_for_good(upstream, start_bridge):
     # Retrying could never succeed, so no "retry later": RESOURCE_EXHAUSTED without RetryInfo, which OTLP
     # exporters do not retry. The bridge keeps serving smaller requests.

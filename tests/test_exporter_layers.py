@@ -17,6 +17,7 @@ from otel_bridge.errors import (
     InvalidCallsError,
     PermanentError,
     ProjectBlockedError,
+    ProjectInRetry,
     RequestTooLargeError,
     RetriesExhaustedError,
     RetryableError,
@@ -140,6 +141,45 @@ def test_retries_with_backoff_until_accepted():
     assert inner.accepted == BATCH.calls
     assert total(metrics.retried_calls) == 5 * 2
     assert metrics.registry.get_sample_value("otelbridge_exporter_batches_in_retry") == 0
+
+
+def _holding_sender(inner, time, events, free: bool = True) -> RetrySender:
+    def hold(project):
+        events.append(("hold", project))
+        return free
+
+    return RetrySender(
+        inner,
+        initial_interval=1.0,
+        max_interval=4.0,
+        max_elapsed_time=0.0,
+        metrics=Metrics(),
+        hold=hold,
+        release=lambda project: events.append(("release", project)),
+        clock=time.clock,
+        sleep=time.sleep,
+        rand=lambda: 0.5,
+    )
+
+
+def test_a_batch_waiting_for_a_retry_holds_its_project_until_it_is_settled():
+    time, events = FakeTime(), []
+    inner = ScriptedSender(failing(RetryableError("503", status=503), RetryableError("503", status=503)))
+    sender = _holding_sender(inner, time, events)
+    run(sender.send(BATCH))
+    assert events == [("hold", BATCH.project), ("release", BATCH.project)]  # once, however many retries
+    events.clear()
+    run(sender.send(BATCH))  # accepted at once: nothing held
+    assert events == []
+
+
+def test_a_batch_failing_while_its_project_is_held_goes_back_without_waiting():
+    time, events = FakeTime(), []
+    inner = ScriptedSender(failing(RetryableError("503", status=503)))
+    with pytest.raises(ProjectInRetry):
+        run(_holding_sender(inner, time, events, free=False).send(BATCH))
+    assert events == [("hold", BATCH.project)]  # not released: another batch holds the project
+    assert time.sleeps == []
 
 
 def test_retry_after_is_honoured():

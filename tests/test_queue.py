@@ -394,6 +394,27 @@ def test_a_paused_project_waits_while_others_flow(new_queue):
     run(scenario)
 
 
+def test_a_held_project_is_skipped_until_released(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000)
+        queue.flush()  # no lingering
+        await queue.put({"e/failing": calls("f", 2), "e/ok": calls("o", 2)})
+        assert queue.hold("e/failing") is True  # one of its batches waits to be retried
+        assert queue.hold("e/failing") is False  # one holder at a time
+        ok = await take_now(queue)
+        assert ok.project == "e/ok"
+        queue.ack(ok)
+        waiting = asyncio.create_task(queue.take(max_calls=1000, max_bytes=10**9, linger=0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # only a held project has calls
+        queue.release("e/failing")
+        held = await asyncio.wait_for(waiting, 5)
+        assert held.calls == calls("f", 2)
+        assert queue.hold("e/failing") is True  # free again after release
+
+    run(scenario)
+
+
 def test_a_put_whose_caller_gave_up_is_still_delivered(new_queue):
     async def scenario():
         queue = new_queue(max_bytes=10_000)

@@ -17,7 +17,7 @@ import time
 
 from otel_bridge.config import Batch as BatchConfig
 from otel_bridge.config import format_duration
-from otel_bridge.errors import ProjectBlockedError, QueueError
+from otel_bridge.errors import ProjectBlockedError, ProjectInRetry, QueueError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.queue import CallQueue
 from otel_bridge.telemetry import Metrics, total
@@ -75,6 +75,8 @@ class Dispatcher:
             except asyncio.CancelledError:
                 self.queue.nack(batch)  # interrupted, not failed: it stays queued
                 raise
+            except ProjectInRetry:
+                self.queue.nack(batch)  # its project is held until the batch in retry is settled
             except ProjectBlockedError as exc:
                 self.queue.nack(batch)
                 self.queue.pause(batch.project, self.blocked_retry_interval)

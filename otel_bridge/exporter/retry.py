@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from otel_bridge.errors import RetriesExhaustedError, RetryableError
+from otel_bridge.errors import ProjectInRetry, RetriesExhaustedError, RetryableError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.queue import Batch
 from otel_bridge.telemetry import Metrics
@@ -45,6 +45,8 @@ class RetrySender:
         max_interval: float,
         max_elapsed_time: float,
         metrics: Metrics,
+        hold: Callable[[str], bool] = lambda project: True,
+        release: Callable[[str], None] = lambda project: None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -54,6 +56,10 @@ class RetrySender:
         self.max_interval = max_interval
         self.max_elapsed_time = max_elapsed_time  # 0: forever
         self.metrics = metrics
+        # While a batch waits to be retried, its project is held: no other consumer takes its batches, and
+        # one that fails meanwhile goes back to the queue (ProjectInRetry) instead of retrying beside it.
+        self._hold = hold
+        self._release = release
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -61,19 +67,24 @@ class RetrySender:
     async def send(self, batch: Batch) -> None:
         deadline = self._clock() + self.max_elapsed_time if self.max_elapsed_time else None
         attempt = 0
+        held = False
         try:
             while True:
                 try:
                     return await self.inner.send(batch)
                 except RetryableError as exc:
+                    if not held:
+                        if not self._hold(batch.project):
+                            raise ProjectInRetry(f"{batch.project} already has a batch waiting to be retried") from None
+                        held = True
+                        self.metrics.batches_in_retry.inc()
                     wait = self._wait_for_retry(batch, exc, attempt, deadline)
-                if attempt == 0:
-                    self.metrics.batches_in_retry.inc()
                 attempt += 1
                 await self._sleep(wait)
         finally:
-            if attempt:
+            if held:
                 self.metrics.batches_in_retry.dec()
+                self._release(batch.project)
 
     def _wait_for_retry(self, batch: Batch, exc: RetryableError, attempt: int, deadline: float | None) -> float:
         """How long to wait before the next attempt; raises when that would pass the deadline."""

@@ -66,22 +66,6 @@ def _override_time(value: Any) -> int | None:
     return None
 
 
-def _override_time(value: Any) -> int | None:
-    """An override time (ISO 8601 string or unix nanoseconds) -> unix nanoseconds."""
-    if type(value) is int:
-        return value
-    if type(value) is str:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-    return None
-
-
 def _times(span: Any, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start == 0:
