@@ -199,10 +199,12 @@ class Queue(_Section):
         return value
 
 
-# queue.max_bytes when the config leaves it null. In memory the bound is the bridge's memory: a full queue
-# of 16 MiB keeps a worker under 150 MB under sustained overload (bench/e2e.py --sink-delay). A durable
+# queue.max_bytes when the config leaves it null. In memory the bound is the bridge's memory: with 32 MiB a
+# worker peaks near 150 MiB under sustained overload (bench/e2e.py --sink-delay), and the default batches
+# in flight (4 consumers of up to 1000 LLM calls) still leave room, so a fast upstream sees no refusals
+# (16 MiB refused Exports at full speed). A durable
 # queue keeps the calls on disk and only their sizes in memory, so it can ride out a longer outage.
-_QUEUE_MAX_BYTES_IN_MEMORY = 16 * 1024 * 1024
+_QUEUE_MAX_BYTES_IN_MEMORY = 32 * 1024 * 1024
 _QUEUE_MAX_BYTES_DURABLE = 256 * 1024 * 1024
 
 # max_elapsed_time when the config leaves it null: with a durable queue nothing is lost by waiting, so
@@ -255,7 +257,7 @@ class Exporter(_Section):
 
     @property
     def queue_max_bytes(self) -> int:
-        """`queue.max_bytes` in effect: when null, 16 MiB in memory, 256 MiB with a durable queue."""
+        """`queue.max_bytes` in effect: when null, 32 MiB in memory, 256 MiB with a durable queue."""
         if self.queue.max_bytes is not None:
             return self.queue.max_bytes
         return _QUEUE_MAX_BYTES_DURABLE if self.queue.directory else _QUEUE_MAX_BYTES_IN_MEMORY
