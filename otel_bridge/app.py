@@ -12,10 +12,12 @@ from otel_bridge.exporter.file import FileSender
 from otel_bridge.exporter.retry import RetrySender
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.weave import WeaveSender
+from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping import DEFAULT_RULES
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.queue import MemoryQueue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
+from otel_bridge.redact import compile_redaction
 from otel_bridge.telemetry import Metrics
 
 __all__ = ["Bridge"]
@@ -48,7 +50,12 @@ class Bridge:
         self.queue = MemoryQueue(max_bytes=exporter.queue.max_bytes)
         self.metrics.queue_capacity_bytes.set(exporter.queue.max_bytes)
         self.pipeline = Pipeline(
-            queue=self.queue, rules=DEFAULT_RULES, default_project=exporter.weave.project, metrics=self.metrics
+            queue=self.queue,
+            rules=DEFAULT_RULES,
+            limits=SpanLimits.from_config(settings.mapping.limits),
+            redaction=compile_redaction(settings.mapping.redact),
+            default_project=exporter.weave.project,
+            metrics=self.metrics,
         )
         self.sender, self.destination = _build_sender(settings, self.metrics)
         self.dispatcher = Dispatcher(

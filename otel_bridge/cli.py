@@ -14,8 +14,10 @@ import yaml
 from otel_bridge import __version__
 from otel_bridge.config import load_settings, parse_project
 from otel_bridge.errors import ConfigError
+from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping import DEFAULT_RULES, map_request
 from otel_bridge.otlp import parse_request
+from otel_bridge.redact import compile_redaction
 from otel_bridge.telemetry import setup_logging
 
 __all__ = ["main"]
@@ -67,13 +69,17 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
+    limits = SpanLimits.from_config(settings.mapping.limits)
+    redaction = compile_redaction(settings.mapping.redact)
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = map_request(request, header_project=None, default_project=project, rules=DEFAULT_RULES)
+        mapped = map_request(
+            request, header_project=None, default_project=project, rules=DEFAULT_RULES, limits=limits, redaction=redaction
+        )
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
-        if mapped.rejected:
+        if mapped.rejected or mapped.warnings:
             rejected += mapped.rejected
             print(f"otel-bridge convert: {mapped.error_message()}", file=sys.stderr)
     body = orjson.loads(b'{"batch":[' + b",".join(calls) + b"]}")

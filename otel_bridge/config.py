@@ -195,8 +195,48 @@ class Telemetry(_Section):
         return value.lower()
 
 
+class Limits(_Section):
+    """mapping.limits: past each, values are cut with a visible marker and counted; the span is kept."""
+
+    max_attribute_value_length: int = Field(1024 * 1024, gt=0)
+    max_attributes: int = Field(1024, gt=0)
+    max_events: int = Field(1024, ge=0)
+    max_links: int = Field(1024, ge=0)
+    # Calls are JSON and the encoder stops at 255 levels; 200 leaves room for the call's own structure.
+    max_depth: int = Field(32, gt=0, le=200)
+
+
+class Redact(_Section):
+    """mapping.redact: what never leaves the bridge."""
+
+    default_rules: bool = True
+    keys: list[str] = []
+    patterns: list[str] = []
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not key.strip():
+                raise ValueError("an empty key matches nothing: remove it")
+        return keys
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"regex {pattern!r} matches the empty string, so it would redact between every character")
+        return patterns
+
+
 class Mapping(_Section):
-    pass
+    redact: Redact = Redact()
+    limits: Limits = Limits()
 
 
 class Settings(_Section):

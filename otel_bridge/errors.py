@@ -5,12 +5,21 @@
       RetryableError        try again later (connection error, timeout, 408, 429, 5xx); may carry retry_after
       PermanentError        the same request will never succeed (4xx other than the above)
     QueueFullError          the queue is at its bound; the receiver answers "retry later" (backpressure)
+    BadRequestError         the request bytes are not an OTLP trace request; INVALID_ARGUMENT (HTTP 400), final
     RejectedSpan            one span cannot become a call; it is reported in partial_success, the rest go on
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ExportError", "RetryableError", "PermanentError", "QueueFullError", "RejectedSpan"]
+__all__ = [
+    "BadRequestError",
+    "ConfigError",
+    "ExportError",
+    "PermanentError",
+    "QueueFullError",
+    "RejectedSpan",
+    "RetryableError",
+]
 
 
 class ConfigError(Exception):
@@ -43,6 +52,10 @@ class QueueFullError(Exception):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BadRequestError(ValueError):
+    """Raised when a request cannot be decoded at all; the message says why. Sending it again cannot help."""
 
 
 class RejectedSpan(Exception):

@@ -14,13 +14,19 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otel_bridge.errors import BadRequestError
+from otel_bridge.limits import split_key
+from otel_bridge.sanitize import Sanitizer
+
 __all__ = [
     "CONFLICT_KEY",
     "any_value",
     "attribute_tree",
+    "decode_request",
     "iso_time",
     "parse_otlp_json",
     "parse_request",
+    "short_hex",
 ]
 
 # Where a scalar goes when the same key also has dotted sub-keys (`x` and `x.y`): Weave's own ingestion
@@ -30,11 +36,15 @@ CONFLICT_KEY = "_value"
 _INF = math.inf
 
 
-def any_value(value: Any) -> Any:
-    """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave)."""
+def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
+    """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave).
+
+    Strings and bytes pass through the sanitizer (redaction, length limit); maps and arrays get `levels`
+    more levels; `path` is the dotted key path, matched against the redaction keys inside maps.
+    """
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        return value.string_value
+        return sanitizer.text(value.string_value)
     if kind == "int_value":
         return value.int_value
     if kind == "bool_value":
@@ -45,11 +55,22 @@ def any_value(value: Any) -> Any:
             return str(number)
         return number
     if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
+        if levels <= 0:
+            return sanitizer.too_deep()
+        return [any_value(v, sanitizer, levels - 1, path) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        if levels <= 0:
+            return sanitizer.too_deep()
+        drops = sanitizer.drops
+        result = {}
+        for kv in value.kvlist_value.values:
+            key = kv.key
+            key_path = f"{path}.{key}"
+            if drops is None or not drops(key_path):
+                result[key] = any_value(kv.value, sanitizer, levels - 1, key_path)
+        return result
     if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
+        return sanitizer.blob(value.bytes_value)
     return None
 
 
@@ -101,22 +122,31 @@ def _set_path(tree: dict[str, Any], parts: list[str], value: Any, built: set[int
     _put(node, parts[-1], value)
 
 
-def attribute_tree(attributes: Any) -> dict[str, Any]:
+def attribute_tree(attributes: Any, sanitizer: Sanitizer) -> dict[str, Any]:
     """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts built from
     indexed keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
-    Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`.
+    Nothing is dropped but what the sanitizer says: a scalar `x` beside `x.y` is kept as
+    `{"_value": x, "y": ...}`; keys the redaction rules name are left out; values over the limits are cut.
     """
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
+    drops = sanitizer.drops
+    max_depth = sanitizer.max_depth
     for kv in attributes:
-        value = any_value(kv.value)
-        if type(value) is str and value[:1] in ("{", "["):
-            value = _parse_json_string(value)
         key = kv.key
-        if "." in key:
-            parts = key.split(".")
+        if drops is not None and drops(key):
+            continue
+        parts = key.split(".") if "." in key else None
+        if parts is not None and len(parts) > max_depth:
+            parts = split_key(key, max_depth)
+        levels = max_depth - (len(parts) if parts is not None else 1)  # maps/arrays the value may still open
+        value = any_value(kv.value, sanitizer, levels, key)
+        if type(value) is str and value[:1] in ("{", "["):
+            parsed = _parse_json_string(value)
+            value = parsed if parsed is value else sanitizer.nested(parsed, value, levels)
+        if parts is not None:
             if not indexed:
                 indexed = any(part.isdigit() for part in parts)
             _set_path(tree, parts, value, built)
@@ -134,6 +164,16 @@ def _listify_children(node: dict[str, Any], built: set[int]) -> None:
             _listify_children(value, built)
             if all(str(i) in value for i in range(len(value))):
                 node[key] = [value[str(i)] for i in range(len(value))]
+
+
+_SHORT_HEX_BYTES = 32
+
+
+def short_hex(value: bytes) -> str:
+    """An id as hex for a message, at most 32 bytes of it: a hostile id can be megabytes long."""
+    if len(value) <= _SHORT_HEX_BYTES:
+        return value.hex()
+    return value[:_SHORT_HEX_BYTES].hex() + f"...({len(value)} bytes)"
 
 
 def iso_time(unix_nano: int) -> str:
@@ -187,6 +227,27 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise ValueError(f"not an OTLP/JSON trace request: {exc}") from None
+
+
+def decode_request(data: bytes) -> ExportTraceServiceRequest:
+    """The bytes of one OTLP/gRPC or OTLP/HTTP protobuf body -> the request; BadRequestError saying why not."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes other errors, for garbage
+        detail = str(exc).rpartition(": ")[2] or type(exc).__name__
+        hint = _DECODE_HINTS.get(detail, "")
+        raise BadRequestError(
+            f"request ({len(data)} bytes) is not a protobuf ExportTraceServiceRequest: {detail}{hint}"
+        ) from None
+    return request
+
+
+_DECODE_HINTS = {
+    "Wire format was corrupt": " (truncated, or not protobuf at all)",
+    "String field had bad UTF-8": " (protobuf requires UTF-8 in strings; send binary data as bytes values)",
+    "Exceeded upb_DecodeOptions_MaxDepth": " (values nest deeper than the decoder's 100 message levels)",
+}
 
 
 def parse_request(data: bytes) -> list[ExportTraceServiceRequest]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.otlp import attribute_tree, iso_time
+from otel_bridge.sanitize import Sanitizer
 
 __all__ = ["resource_dump", "scope_dump", "span_dump", "SPAN_KIND_NAMES", "STATUS_CODE_NAMES"]
 
@@ -21,34 +22,34 @@ def resource_dump(resource: Any, tree: dict[str, Any]) -> dict[str, Any]:
     return {"attributes": tree, "dropped_attributes_count": resource.dropped_attributes_count}
 
 
-def scope_dump(scope: Any) -> dict[str, Any]:
+def scope_dump(scope: Any, sanitizer: Sanitizer) -> dict[str, Any]:
     return {
         "name": scope.name,
         "version": scope.version,
-        "attributes": attribute_tree(scope.attributes),
+        "attributes": attribute_tree(scope.attributes, sanitizer),
         "dropped_attributes_count": scope.dropped_attributes_count,
     }
 
 
-def _events(span: Any) -> list[dict[str, Any]]:
+def _events(span: Any, sanitizer: Sanitizer) -> list[dict[str, Any]]:
     return [
         {
             "name": event.name,
             "timestamp": event.time_unix_nano,
-            "attributes": attribute_tree(event.attributes),
+            "attributes": attribute_tree(event.attributes, sanitizer),
             "dropped_attributes_count": event.dropped_attributes_count,
         }
         for event in span.events
     ]
 
 
-def _links(span: Any) -> list[dict[str, Any]]:
+def _links(span: Any, sanitizer: Sanitizer) -> list[dict[str, Any]]:
     return [
         {
             "trace_id": link.trace_id.hex(),
             "span_id": link.span_id.hex(),
             "trace_state": link.trace_state,
-            "attributes": attribute_tree(link.attributes),
+            "attributes": attribute_tree(link.attributes, sanitizer),
             "dropped_attributes_count": link.dropped_attributes_count,
             "flags": link.flags,
         }
@@ -65,6 +66,7 @@ def span_dump(
     tree: dict[str, Any],
     resource: dict[str, Any],
     scope: dict[str, Any],
+    sanitizer: Sanitizer,
 ) -> dict[str, Any]:
     status = span.status
     return {
@@ -79,9 +81,9 @@ def span_dump(
         "status": {"code": STATUS_CODE_NAMES.get(status.code, str(status.code)), "message": status.message},
         "attributes": tree,
         "dropped_attributes_count": span.dropped_attributes_count,
-        "events": _events(span),
+        "events": _events(span, sanitizer),
         "dropped_events_count": span.dropped_events_count,
-        "links": _links(span),
+        "links": _links(span, sanitizer),
         "dropped_links_count": span.dropped_links_count,
         "flags": span.flags,
         "resource": resource,

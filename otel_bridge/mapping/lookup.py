@@ -52,22 +52,28 @@ def first_present(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
 
 
 def as_int(value: Any) -> int | None:
-    """Token counts arrive as ints, floats or strings depending on the instrumentation."""
+    """Token counts arrive as ints, floats or strings depending on the instrumentation. A number that does
+    not fit in 64 bits (a float like 1e300, a string of 30 digits) is not a count, and JSON could not carry it."""
     if type(value) is dict:
         # `x` beside `x.y` (e.g. gen_ai.usage.input_tokens and Sentry's gen_ai.usage.input_tokens.cached):
         # the scalar sent for `x` is kept under CONFLICT_KEY.
         value = value.get(CONFLICT_KEY)
     kind = type(value)
     if kind is int:
-        return value
-    if kind is float and value.is_integer():
-        return int(value)
-    if kind is str:
+        number = value
+    elif kind is float and value.is_integer():
+        number = int(value)
+    elif kind is str:
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if _INT64_MIN <= number <= _INT64_MAX else None
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def as_str(value: Any) -> str | None:

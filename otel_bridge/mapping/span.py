@@ -15,7 +15,8 @@ from otel_bridge.mapping.dump import span_dump
 from otel_bridge.mapping.lookup import as_int, as_str, find, first, first_present, first_truthy
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
-from otel_bridge.otlp import attribute_tree, iso_time
+from otel_bridge.otlp import attribute_tree, iso_time, short_hex
+from otel_bridge.sanitize import Sanitizer
 
 __all__ = ["map_span", "op_name"]
 
@@ -38,14 +39,20 @@ def op_name(name: str) -> str:
 
 def _ids(span: Any) -> tuple[str, str, str | None]:
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_id) != 16 or not any(trace_id):
-        raise RejectedSpan(f"invalid trace_id {trace_id.hex()!r}: must be 16 bytes, not all zero")
-    if len(span_id) != 8 or not any(span_id):
-        raise RejectedSpan(f"invalid span_id {span_id.hex()!r}: must be 8 bytes, not all zero")
-    if not parent or not any(parent):
+    if len(trace_id) != 16:
+        raise RejectedSpan(f"invalid trace_id {short_hex(trace_id)!r}: {len(trace_id)} bytes, must be 16")
+    if not any(trace_id):
+        raise RejectedSpan("invalid trace_id: all zeros")
+    if len(span_id) != 8:
+        raise RejectedSpan(f"invalid span_id {short_hex(span_id)!r}: {len(span_id)} bytes, must be 8")
+    if not any(span_id):
+        raise RejectedSpan("invalid span_id: all zeros")
+    if not parent:
         parent_id = None
     elif len(parent) != 8:
-        raise RejectedSpan(f"invalid parent_span_id {parent.hex()!r}: must be empty or 8 bytes")
+        raise RejectedSpan(f"invalid parent_span_id {short_hex(parent)!r}: {len(parent)} bytes, must be empty or 8")
+    elif not any(parent):
+        parent_id = None  # some SDKs send a root's parent as 8 zero bytes
     else:
         parent_id = parent.hex()
     return trace_id.hex(), span_id.hex(), parent_id
@@ -147,10 +154,14 @@ def map_span(
     resource: dict[str, Any],
     scope: dict[str, Any],
     rules: Rules,
+    sanitizer: Sanitizer,
 ) -> dict[str, Any]:
-    """A protobuf Span -> a completed call. Raises RejectedSpan with the reason when it cannot be one."""
+    """A protobuf Span -> a completed call. Raises RejectedSpan with the reason when it cannot be one.
+
+    Every value is read through `sanitizer` (limits, redaction); call `sanitizer.span(span)` first.
+    """
     trace_id, span_id, parent_id = _ids(span)
-    tree = attribute_tree(span.attributes)
+    tree = attribute_tree(span.attributes, sanitizer)
     start, end = _times(span, tree, rules)
     name = op_name(span.name)
 
@@ -199,6 +210,13 @@ def map_span(
         if value is not None:
             call[key] = value
     call["otel_dump"] = span_dump(
-        span, trace_id=trace_id, span_id=span_id, parent_id=parent_id, tree=tree, resource=resource, scope=scope
+        span,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        tree=tree,
+        resource=resource,
+        scope=scope,
+        sanitizer=sanitizer,
     )
     return call

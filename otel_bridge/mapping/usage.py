@@ -21,9 +21,13 @@ def _counts(tree: dict[str, Any], rules: Rules) -> dict[str, int]:
     if "total_tokens" not in counts:
         # A total only when the span sent none, from one consistent pair (never both pairs added).
         if "prompt_tokens" in counts and "completion_tokens" in counts:
-            counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
+            total = as_int(counts["prompt_tokens"] + counts["completion_tokens"])
         elif "input_tokens" in counts and "output_tokens" in counts:
-            counts["total_tokens"] = counts["input_tokens"] + counts["output_tokens"]
+            total = as_int(counts["input_tokens"] + counts["output_tokens"])
+        else:
+            total = None
+        if total is not None:  # None too when a hostile pair adds up past 64 bits
+            counts["total_tokens"] = total
     return counts
 
 

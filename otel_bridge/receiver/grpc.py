@@ -6,10 +6,11 @@ import logging
 import time
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import QueueFullError
+from otel_bridge.errors import BadRequestError, QueueFullError
+from otel_bridge.otlp import decode_request
 from otel_bridge.pipeline import Pipeline
 
 __all__ = ["GrpcTraceReceiver", "PROJECT_HEADER"]
@@ -19,13 +20,30 @@ log = logging.getLogger("otel_bridge.receiver")
 PROJECT_HEADER = "project_id"
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class _TraceService:
+    """TraceService/Export, taking the request's raw bytes: grpc-python's own deserializer answers garbage
+    with a generic error before any handler runs; decoding here answers INVALID_ARGUMENT saying why."""
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    async def Export(self, request, context):  # noqa: N802 (the gRPC method name)
+    def handler(self) -> grpc.GenericRpcHandler:
+        export = grpc.unary_unary_rpc_method_handler(
+            self.export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler(_SERVICE, {"Export": export})
+
+    async def export(self, data: bytes, context: grpc.aio.ServicerContext):
         started = time.perf_counter()
         try:
+            try:
+                request = decode_request(data)
+            except BadRequestError as exc:
+                self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             header_project = None
             for key, value in context.invocation_metadata() or ():
                 if key == PROJECT_HEADER:
@@ -35,7 +53,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             except QueueFullError as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             response = trace_service_pb2.ExportTraceServiceResponse()
-            if result.rejected_spans:
+            if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
                 response.partial_success.rejected_spans = result.rejected_spans
                 response.partial_success.error_message = result.error_message
             return response
@@ -52,7 +70,7 @@ class GrpcTraceReceiver:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(pipeline), self._server)
+        self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(),))
         self.port: int | None = None
 
     async def start(self) -> None:

@@ -1,0 +1,166 @@
+"""Redaction: attributes dropped by key, secret-shaped text replaced by `[REDACTED]`.
+
+Applied to every string a span carries as the exporter sent it (attribute values of spans, events, links,
+resources and scopes; span and event names; status messages), while the span is decoded, so inputs,
+output, attributes and otel_dump all derive from redacted values and nothing is queued or written before.
+A JSON document sent as a string attribute is matched as the text it was sent as, then parsed.
+
+Cost matters: this runs on every string of every span, and LLM spans carry kilobytes of text. Python's `re`
+finds a pattern that starts with a literal at memchr-like speed but walks an alternation, or a pattern
+that starts with a class or lookbehind, character by character (10-20x slower). So each built-in rule
+starts with its literal (the word boundary is checked behind it), rules without one are gated by
+single characters or literals that every match contains, and rules are tried only on strings long enough
+to hold a match. One combined pattern would be an alternation, the slow case.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from otel_bridge.config import Redact
+
+__all__ = ["DEFAULT_KEYS", "DEFAULT_REDACTION", "DEFAULT_VALUE_RULES", "REDACTED", "Redaction", "ValueRule", "compile_redaction"]
+
+REDACTED = "[REDACTED]"
+
+
+def _starts_word(prefix: str) -> str:
+    """`prefix` (a fixed-width regex) where a word starts: not after a letter, digit or backslash; or right
+    after a JSON escape (`\\n`, `\\"`, `\\u00e9`), since JSON sent as a string is matched as sent and a
+    token on a new line there follows the `n` of `\\n`. The check sits behind the prefix so the pattern
+    still starts with a literal."""
+    return (
+        f"{prefix}(?:(?<![A-Za-z0-9\\\\]{prefix})|(?<=\\\\[nrtbf\\\\/\"]{prefix})|(?<=\\\\u[0-9A-Fa-f]{{4}}{prefix}))"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """A secret shape: `pattern` finds it, `replacement` replaces it. `literal` is in every match: the
+    pattern starts with it, or, for "@", the pattern runs only where it is found. Strings shorter than
+    `min_length` cannot match."""
+
+    name: str
+    pattern: str
+    min_length: int
+    literal: str
+    rare: str  # a rarely used character of `literal`: memchr finds its absence from long text at once
+    replacement: str = REDACTED
+
+
+_BEARER_TOKEN = r"(\s+)[A-Za-z0-9\-._~+/]{16,}=*"
+
+DEFAULT_VALUE_RULES: tuple[ValueRule, ...] = (
+    ValueRule("email", r"(?:(?<![A-Za-z0-9._%+\-\\])|(?<=\\[nrtbf\\/\"])|(?<=\\u[0-9A-Fa-f]{4}))"
+              r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", 6, "@", "@"),
+    # scheme://user:password@host keeps scheme and host.
+    ValueRule("url_credentials", r"(?<=://)[^\s/?#@:\"\\]+:[^\s/?#@\"\\]+(?=@)", 7, "@", "@"),
+    ValueRule("slack_token", _starts_word("xox") + r"[abposre]-[A-Za-z0-9\-]{10,}", 15, "xox", "x"),
+    ValueRule("aws_access_key", _starts_word("A[KS]IA") + r"[A-Z0-9]{16}(?![A-Za-z0-9])", 20, "A", "A"),
+    # OpenAI, Anthropic, DeepSeek, OpenRouter...: sk-, sk-proj-, sk-ant-api03-, sk-or-v1-. A digit is required
+    # so that words like "risk-assessment-framework-overview" stay.
+    ValueRule("api_key", _starts_word("sk-") + r"(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}", 23, "sk-", "-"),
+    # The scheme word stays, so the text still says what was there.
+    ValueRule("bearer_token", _starts_word("Bearer") + _BEARER_TOKEN, 23, "Bearer", "B", r"Bearer\g<1>" + REDACTED),
+    ValueRule("bearer_token", _starts_word("bearer") + _BEARER_TOKEN, 23, "bearer", "b", r"bearer\g<1>" + REDACTED),
+    ValueRule("jwt", _starts_word("eyJ") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*", 25, "eyJ", "J"),
+    # To the END line, or to the end of the text when a truncated key has none.
+    ValueRule(
+        "private_key",
+        r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)",
+        30,
+        "-----BEGIN",
+        "-",
+    ),
+    ValueRule("github_token", _starts_word("g") + r"(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})", 33, "g", "_"),
+    ValueRule("google_api_key", _starts_word("AIza") + r"[0-9A-Za-z_\-]{35}", 39, "AIza", "z"),
+)
+
+# Attribute keys whose values are secrets whatever they look like (passwords have no shape).
+DEFAULT_KEYS: tuple[str, ...] = (
+    "*password*",
+    "*passwd*",
+    "*secret*",
+    "*api_key*",
+    "*api-key*",
+    "*apikey*",
+    "*access_token*",
+    "*refresh_token*",
+    "*session_token*",
+    "*private_key*",
+    "*credential*",
+    "*authorization*",
+    "*cookie*",
+)
+
+# Keys repeat across spans, so a key's verdict is cached; a hostile stream of unique keys only refills it.
+_KEY_CACHE_SIZE = 4096
+
+
+# A short string is checked for a rule's whole literal before the pattern runs (`in` costs less than a
+# regex call); a long one for the literal's rare character (memchr), since a full scan costs the same as
+# the pattern's own.
+_SHORT = 128
+
+
+class Redaction:
+    """Compiled redaction rules. `text(s)` returns `s` itself when nothing matches; `drops(key)` says whether
+    an attribute key (dotted path) is to be dropped."""
+
+    __slots__ = ("_at_rules", "_rules", "_min_length", "_custom", "_keys", "_key_cache", "enabled", "drops_keys")
+
+    def __init__(self, *, rules: tuple[ValueRule, ...], custom: tuple[str, ...], keys: tuple[str, ...]) -> None:
+        at_rules = [rule for rule in rules if rule.literal == "@"]
+        # Ordered by length, so a string stops at the first rule it is too short for.
+        token_rules = sorted((rule for rule in rules if rule.literal != "@"), key=lambda rule: rule.min_length)
+        self._at_rules = tuple((re.compile(rule.pattern).sub, rule.replacement) for rule in at_rules)
+        self._rules = tuple(
+            (rule.min_length, rule.literal, rule.rare, re.compile(rule.pattern).sub, rule.replacement)
+            for rule in token_rules
+        )
+        self._min_length = min((rule.min_length for rule in rules), default=0)
+        self._custom = tuple(re.compile(pattern).sub for pattern in custom)
+        self._keys = re.compile("|".join(fnmatch.translate(k) for k in keys), re.IGNORECASE) if keys else None
+        self._key_cache: dict[str, bool] = {}
+        self.enabled = bool(rules or custom)
+        self.drops_keys = self._keys is not None
+
+    def text(self, s: str) -> str:
+        """`s` with every match of a rule replaced; `s` itself when nothing matched."""
+        length = len(s)
+        if length >= self._min_length:
+            if "@" in s:  # memchr: the e-mail rules' own patterns are slow to search
+                for sub, replacement in self._at_rules:
+                    s = sub(replacement, s)
+            short = length < _SHORT
+            for min_length, literal, rare, sub, replacement in self._rules:
+                if length < min_length:
+                    break
+                if (literal if short else rare) in s:
+                    s = sub(replacement, s)
+        for sub in self._custom:
+            s = sub(REDACTED, s)
+        return s
+
+    def drops(self, key: str) -> bool:
+        verdict = self._key_cache.get(key)
+        if verdict is None:
+            verdict = self._keys is not None and self._keys.match(key) is not None
+            if len(self._key_cache) >= _KEY_CACHE_SIZE:
+                self._key_cache.clear()
+            self._key_cache[key] = verdict
+        return verdict
+
+
+def compile_redaction(config: Redact) -> Redaction:
+    """The `mapping.redact` settings -> rules ready for the hot path (the patterns are already validated)."""
+    return Redaction(
+        rules=DEFAULT_VALUE_RULES if config.default_rules else (),
+        custom=tuple(config.patterns),
+        keys=(DEFAULT_KEYS if config.default_rules else ()) + tuple(config.keys),
+    )
+
+
+DEFAULT_REDACTION = compile_redaction(Redact())

@@ -1,0 +1,144 @@
+"""Limits and redaction applied to span content while it is decoded, and a tally of what they changed.
+
+One Sanitizer serves one request. The decoding functions (otlp.attribute_tree) pass every value through it
+as they read it, so the protobuf is read once; `message()`, `span()` cut the lists and redact the strings
+that are not attributes (names, status messages, trace states) before the mapping reads them.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from otel_bridge.limits import SpanLimits, cut_depth, too_deep, truncated_bytes, truncated_text
+from otel_bridge.redact import Redaction
+
+__all__ = ["Sanitizer"]
+
+_UINT32_MAX = 2**32 - 1  # dropped_*_count fields are uint32; a hostile count must not overflow them
+
+
+class Sanitizer:
+    __slots__ = (
+        "limits",
+        "max_depth",
+        "_max_length",
+        "_redact",
+        "drops",
+        "_drops_key",
+        "hits",
+        "hit_count",
+        "redacted_values",
+        "dropped_keys",
+        "_too_deep",
+    )
+
+    def __init__(self, limits: SpanLimits, redaction: Redaction) -> None:
+        self.limits = limits
+        self.max_depth = limits.max_depth
+        self._max_length = limits.max_attribute_value_length
+        self._redact = redaction.text if redaction.enabled else None
+        # None when there are no key rules, so the hot path skips the call.
+        self.drops = self._drops if redaction.drops_keys else None
+        self._drops_key = redaction.drops
+        self.hits: dict[str, int] = {}  # mapping.limits key -> values, attributes, events or links cut
+        self.hit_count = 0
+        self.redacted_values = 0
+        self.dropped_keys = 0
+        self._too_deep = too_deep(limits.max_depth)
+
+    def _hit(self, limit: str, count: int = 1) -> None:
+        self.hits[limit] = self.hits.get(limit, 0) + count
+        self.hit_count += count
+
+    def _drops(self, key: str) -> bool:
+        if self._drops_key(key):
+            self.dropped_keys += 1
+            return True
+        return False
+
+    def text(self, value: str) -> str:
+        """A string the span carries: redacted, then cut to the length limit (after redaction, so a secret
+        across the cut is still found whole)."""
+        sent_length = len(value)
+        if self._redact is not None:
+            redacted = self._redact(value)
+            if redacted is not value:
+                self.redacted_values += 1
+                value = redacted
+        if len(value) > self._max_length:
+            self._hit("max_attribute_value_length")
+            return truncated_text(value, self._max_length, sent_length)
+        return value
+
+    def blob(self, value: bytes) -> str:
+        """A bytes value, base64 as in Weave's own ingestion; cut to the length limit in bytes."""
+        if len(value) > self._max_length:
+            self._hit("max_attribute_value_length")
+            return truncated_bytes(value, self._max_length)
+        return base64.b64encode(value).decode("ascii")
+
+    def too_deep(self) -> str:
+        self._hit("max_depth")
+        return self._too_deep
+
+    def nested(self, value: Any, source: str, levels: int) -> Any:
+        """A value parsed from the JSON text `source`, with maps and arrays past `levels` levels cut. It
+        cannot nest deeper than it has opening brackets, so most values are returned without a walk."""
+        if source.count("{") + source.count("[") <= levels:
+            return value
+        value, cuts = cut_depth(value, levels, self._too_deep)
+        if cuts:
+            self._hit("max_depth", cuts)
+        return value
+
+    def message(self, message: Any) -> None:
+        """Cut the attribute list of a Resource, InstrumentationScope, Span, Event or Link to the limit,
+        counting the rest in its dropped_attributes_count as an SDK would."""
+        attributes = message.attributes
+        excess = len(attributes) - self.limits.max_attributes
+        if excess > 0:
+            del attributes[self.limits.max_attributes :]
+            message.dropped_attributes_count = min(message.dropped_attributes_count + excess, _UINT32_MAX)
+            self._hit("max_attributes", excess)
+
+    def _field(self, message: Any, name: str) -> None:
+        value = getattr(message, name)
+        if value:
+            cleaned = self.text(value)
+            if cleaned is not value:
+                setattr(message, name, cleaned)
+
+    def scope(self, scope: Any) -> None:
+        self.message(scope)
+        self._field(scope, "name")
+        self._field(scope, "version")
+
+    def span(self, span: Any) -> None:
+        """Cut a span's lists to the limits and clean its strings that are not attributes, in place, before
+        the mapping reads the span."""
+        limits = self.limits
+        self.message(span)
+        events = span.events
+        if events:
+            excess = len(events) - limits.max_events
+            if excess > 0:
+                del events[limits.max_events :]
+                span.dropped_events_count = min(span.dropped_events_count + excess, _UINT32_MAX)
+                self._hit("max_events", excess)
+            for event in events:
+                self.message(event)
+                self._field(event, "name")
+        links = span.links
+        if links:
+            excess = len(links) - limits.max_links
+            if excess > 0:
+                del links[limits.max_links :]
+                span.dropped_links_count = min(span.dropped_links_count + excess, _UINT32_MAX)
+                self._hit("max_links", excess)
+            for link in links:
+                self.message(link)
+                self._field(link, "trace_state")
+        self._field(span, "name")
+        self._field(span, "trace_state")
+        self._field(span.status, "message")
