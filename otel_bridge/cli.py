@@ -12,7 +12,7 @@ import orjson
 import yaml
 
 from otel_bridge import __version__
-from otel_bridge.config import load_settings, parse_project
+from otel_bridge.config import PROJECT_FORM, load_settings, parse_project
 from otel_bridge.errors import ConfigError
 from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping import DEFAULT_RULES, map_request
@@ -61,7 +61,7 @@ def _convert(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     project = args.project or settings.exporter.weave.project
     if args.project and parse_project(args.project) is None:
-        raise ConfigError(f"--project {args.project!r}: expected entity/project")
+        raise ConfigError(f"--project {args.project!r}: expected {PROJECT_FORM}")
     try:
         requests = parse_request(Path(args.input).read_bytes())
     except OSError as exc:

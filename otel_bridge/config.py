@@ -27,7 +27,7 @@ from pydantic import (
 
 from otel_bridge.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_duration", "format_duration", "parse_project"]
+__all__ = ["PROJECT_FORM", "Settings", "load_settings", "parse_duration", "format_duration", "parse_project"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -61,10 +61,18 @@ def format_duration(seconds: float) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 
 
+# Both names go into the upstream URL path: whitespace and control characters make it invalid, and
+# \ # ? % : would change its meaning (W&B names cannot contain them either).
+_NOT_IN_PROJECT_NAMES = re.compile(r"[\x00-\x20\x7f\\#?%:]")
+PROJECT_FORM = "entity/project (names without whitespace, control characters or \\ # ? % :)"
+
+
 def parse_project(value: str) -> tuple[str, str] | None:
     """`entity/project` -> (entity, project); None when it is not of that form."""
     entity, sep, project = value.strip().partition("/")
     if not sep or not entity or not project or "/" in project:
+        return None
+    if _NOT_IN_PROJECT_NAMES.search(entity) or _NOT_IN_PROJECT_NAMES.search(project):
         return None
     return entity, project
 
@@ -127,7 +135,7 @@ class WeaveExporter(_Section):
     @classmethod
     def _project(cls, value: str) -> str:
         if value and parse_project(value) is None:
-            raise ValueError(f"invalid project {value!r}: expected entity/project")
+            raise ValueError(f"invalid project {value!r}: expected {PROJECT_FORM}")
         return value.strip()
 
 

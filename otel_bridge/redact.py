@@ -53,10 +53,10 @@ class ValueRule:
 _BEARER_TOKEN = r"(\s+)[A-Za-z0-9\-._~+/]{16,}=*"
 
 DEFAULT_VALUE_RULES: tuple[ValueRule, ...] = (
+    # scheme://user:password@host keeps scheme and host (before the e-mail rule, which would take password@host).
+    ValueRule("url_credentials", r"(?<=://)[^\s/?#@:\"\\]+:[^\s/?#@\"\\]+(?=@)", 7, "@", "@"),
     ValueRule("email", r"(?:(?<![A-Za-z0-9._%+\-\\])|(?<=\\[nrtbf\\/\"])|(?<=\\u[0-9A-Fa-f]{4}))"
               r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", 6, "@", "@"),
-    # scheme://user:password@host keeps scheme and host.
-    ValueRule("url_credentials", r"(?<=://)[^\s/?#@:\"\\]+:[^\s/?#@\"\\]+(?=@)", 7, "@", "@"),
     ValueRule("slack_token", _starts_word("xox") + r"[abposre]-[A-Za-z0-9\-]{10,}", 15, "xox", "x"),
     ValueRule("aws_access_key", _starts_word("A[KS]IA") + r"[A-Z0-9]{16}(?![A-Za-z0-9])", 20, "A", "A"),
     # OpenAI, Anthropic, DeepSeek, OpenRouter...: sk-, sk-proj-, sk-ant-api03-, sk-or-v1-. A digit is required

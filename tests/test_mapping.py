@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from spans import END, SPAN_ID, START, TRACE_ID, request, span
 
 import otel_bridge.mapping.request as request_module
+from otel_bridge.config import PROJECT_FORM
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, NO_PROJECT, map_request, map_span
@@ -863,12 +864,12 @@ def test_routing_per_resource() -> None:
 
 
 @pytest.mark.parametrize("default", ["", "de/dp"])
-@pytest.mark.parametrize("header", ["no-slash", "a/b/c", "/p", "e/"])
+@pytest.mark.parametrize("header", ["no-slash", "a/b/c", "/p", "e/", "my team/p", "e/p#frag", "e/p?x", "e/\x19p", "e%2F/p"])
 def test_malformed_header_rejected_naming_the_header(header: str, default: str) -> None:
     # Even with a default project: the client named a project, wrongly; the default would hide that.
     result = mapped(request(span()), header=header, default=default)
     assert (result.spans, result.rejected, result.calls) == (1, 1, {})
-    assert result.reasons == [f"span {SPAN_ID.hex()}: header project_id {header!r} is not of the form entity/project"]
+    assert result.reasons == [f"span {SPAN_ID.hex()}: header project_id {header!r} is not of the form {PROJECT_FORM}"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.config import parse_project
+from otel_bridge.config import PROJECT_FORM, parse_project
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping.dump import resource_dump, scope_dump
 from otel_bridge.mapping.lookup import as_str, find
@@ -88,7 +88,7 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
         # Named, but wrongly: rejecting says so, where falling back to another project would hide it.
         return None, (
             f"resource attributes wandb.entity={entity!r} wandb.project={project!r} do not name a project: "
-            "set wandb.entity and wandb.project, or wandb.project alone as entity/project"
+            f"set wandb.entity and wandb.project, or wandb.project alone as {PROJECT_FORM}"
         )
     return candidate, None
 
@@ -107,7 +107,7 @@ def map_request(
     sanitizer = Sanitizer(limits, redaction)
     header_error = None
     if header_project and parse_project(header_project) is None:
-        header_error = f"header project_id {header_project!r} is not of the form entity/project"
+        header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
     for resource_spans in request.resource_spans:
         sanitizer.message(resource_spans.resource)
         resource_tree = attribute_tree(resource_spans.resource.attributes, sanitizer)
@@ -131,8 +131,11 @@ def map_request(
                     call = map_span(
                         span, project_id=project_id, resource=resource, scope=scope, rules=rules, sanitizer=sanitizer
                     )
-                    if call["exception"]:  # may come from exception event attributes, read from the protobuf
-                        call["exception"] = sanitizer.text(call["exception"])
+                    exception = call["exception"]
+                    if exception and exception != span.status.message:
+                        # From an exception event's attributes, which the mapping reads from the protobuf
+                        # (the status message was cleaned in sanitizer.span).
+                        call["exception"] = sanitizer.text(exception)
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
