@@ -61,12 +61,12 @@ def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     if kind == "kvlist_value":
         if levels <= 0:
             return sanitizer.too_deep()
-        drops = sanitizer.drops
+        checks_keys = sanitizer.key_verdicts is not None
         result = {}
         for kv in value.kvlist_value.values:
             key = kv.key
             key_path = f"{path}.{key}"
-            if drops is None or not drops(key_path):
+            if not checks_keys or not sanitizer.drops(key_path):
                 result[key] = any_value(kv.value, sanitizer, levels - 1, key_path)
         return result
     if kind == "bytes_value":
@@ -132,16 +132,22 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
-    drops = sanitizer.drops
+    verdicts = sanitizer.key_verdicts  # redaction's dropped keys; None when there are none to check
     max_depth = sanitizer.max_depth
     for kv in attributes:
         key = kv.key
-        if drops is not None and drops(key):
+        if verdicts is not None and verdicts.get(key) is not False and sanitizer.drops(key):
             continue
-        parts = key.split(".") if "." in key else None
-        if parts is not None and len(parts) > max_depth:
-            parts = split_key(key, max_depth)
-        levels = max_depth - (len(parts) if parts is not None else 1)  # maps/arrays the value may still open
+        if "." in key:
+            parts = key.split(".")
+            depth = len(parts)
+            if depth > max_depth:
+                parts = split_key(key, max_depth)
+                depth = max_depth
+        else:
+            parts = None
+            depth = 1
+        levels = max_depth - depth  # maps and arrays the value may still open
         value = any_value(kv.value, sanitizer, levels, key)
         if type(value) is str and value[:1] in ("{", "["):
             parsed = _parse_json_string(value)

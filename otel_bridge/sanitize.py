@@ -24,8 +24,8 @@ class Sanitizer:
         "max_depth",
         "_max_length",
         "_redact",
-        "drops",
-        "_drops_key",
+        "key_verdicts",
+        "_redaction",
         "hits",
         "hit_count",
         "redacted_values",
@@ -38,9 +38,10 @@ class Sanitizer:
         self.max_depth = limits.max_depth
         self._max_length = limits.max_attribute_value_length
         self._redact = redaction.text if redaction.enabled else None
-        # None when there are no key rules, so the hot path skips the call.
-        self.drops = self._drops if redaction.drops_keys else None
-        self._drops_key = redaction.drops
+        # key -> dropped?, shared across requests since keys repeat; None when there are no key rules. The
+        # hot path reads it directly and calls judge_key() only for a key not seen yet.
+        self.key_verdicts = redaction.key_verdicts if redaction.drops_keys else None
+        self._redaction = redaction
         self.hits: dict[str, int] = {}  # mapping.limits key -> values, attributes, events or links cut
         self.hit_count = 0
         self.redacted_values = 0
@@ -51,24 +52,37 @@ class Sanitizer:
         self.hits[limit] = self.hits.get(limit, 0) + count
         self.hit_count += count
 
-    def _drops(self, key: str) -> bool:
-        if self._drops_key(key):
+    def judge_key(self, key: str) -> bool:
+        """Whether the redaction rules drop this key (dotted path); the verdict is cached in key_verdicts."""
+        return self._redaction.drops(key)
+
+    def drops(self, key: str) -> bool:
+        """Whether to drop this key, counting it when so."""
+        verdicts = self.key_verdicts
+        if verdicts is None:
+            return False
+        verdict = verdicts.get(key)
+        if verdict is None:
+            verdict = self._redaction.drops(key)
+        if verdict:
             self.dropped_keys += 1
-            return True
-        return False
+        return verdict
 
     def text(self, value: str) -> str:
         """A string the span carries: redacted, then cut to the length limit (after redaction, so a secret
         across the cut is still found whole)."""
-        sent_length = len(value)
-        if self._redact is not None:
-            redacted = self._redact(value)
+        redact = self._redact
+        if redact is not None:
+            redacted = redact(value)
             if redacted is not value:
                 self.redacted_values += 1
-                value = redacted
+                if len(redacted) > self._max_length:
+                    self._hit("max_attribute_value_length")
+                    return truncated_text(redacted, self._max_length, len(value))
+                return redacted
         if len(value) > self._max_length:
             self._hit("max_attribute_value_length")
-            return truncated_text(value, self._max_length, sent_length)
+            return truncated_text(value, self._max_length, len(value))
         return value
 
     def blob(self, value: bytes) -> str:
@@ -118,7 +132,8 @@ class Sanitizer:
         """Cut a span's lists to the limits and clean its strings that are not attributes, in place, before
         the mapping reads the span."""
         limits = self.limits
-        self.message(span)
+        if len(span.attributes) > limits.max_attributes:
+            self.message(span)
         events = span.events
         if events:
             excess = len(events) - limits.max_events
@@ -139,6 +154,17 @@ class Sanitizer:
             for link in links:
                 self.message(link)
                 self._field(link, "trace_state")
-        self._field(span, "name")
-        self._field(span, "trace_state")
-        self._field(span.status, "message")
+        text = self.text
+        name = span.name
+        if name:
+            cleaned = text(name)
+            if cleaned is not name:
+                span.name = cleaned
+        if span.trace_state:
+            self._field(span, "trace_state")
+        status = span.status
+        message = status.message
+        if message:
+            cleaned = text(message)
+            if cleaned is not message:
+                status.message = cleaned
