@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -406,6 +407,7 @@ exporter:
     flush_interval: {args.flush_interval}
   queue:
     num_consumers: {args.consumers}
+    directory: {path.parent / "queue" if args.durable else "null"}
 telemetry:
   endpoint: null
   log_level: warning
@@ -542,10 +544,7 @@ def run(args: argparse.Namespace) -> int:
             sink.join(5)
             if sink.is_alive():
                 sink.kill()
-        with contextlib.suppress(OSError):
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _report_bridge_log(path: Path, returncode: int | None) -> None:
@@ -588,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-max-calls", type=int, default=1000, help="bridge exporter.batch.max_calls (default 1000)")
     parser.add_argument("--flush-interval", default="1s", help="bridge exporter.batch.flush_interval (default 1s)")
     parser.add_argument("--consumers", type=int, default=4, help="bridge exporter.queue.num_consumers (default 4)")
+    parser.add_argument(
+        "--durable", action="store_true", help="bridge exporter.queue.directory in the run's temporary directory (default: in memory)"
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.concurrency <= 0 or args.spans_per_request <= 0 or args.distinct <= 0:
         parser.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")

@@ -1,82 +1,167 @@
-"""Wiring: settings -> receivers, pipeline, queue, dispatcher, sender; and the run loop of `serve`."""
+"""Wiring: settings -> receivers, pipeline, queue, dispatcher, sender, telemetry endpoint; and the run loop
+of `serve`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import time
 
-from otel_bridge.config import Settings, format_duration
+from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duration
+from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
 from otel_bridge.exporter.file import FileSender
+from otel_bridge.exporter.reachability import ReachabilitySender, UpstreamHealth
 from otel_bridge.exporter.retry import RetrySender
 from otel_bridge.exporter.sender import Sender
+from otel_bridge.exporter.split import SplitSender
+from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
+from otel_bridge.health import Health
+from otel_bridge.http_server import HttpServer
 from otel_bridge.limits import SpanLimits
-from otel_bridge.mapping import DEFAULT_RULES
+from otel_bridge.mapping import build_rules
 from otel_bridge.pipeline import Pipeline
-from otel_bridge.queue import MemoryQueue
+from otel_bridge.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
+from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.redact import compile_redaction
 from otel_bridge.telemetry import Metrics
+from otel_bridge.telemetry_server import telemetry_app
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "build_sender"]
 
 log = logging.getLogger("otel_bridge")
 
 
-def _build_sender(settings: Settings, metrics: Metrics) -> tuple[Sender, str]:
-    """The sender chain, innermost first: transport (Weave or file) < retry."""
-    weave = settings.exporter.weave
+def build_sender(
+    settings: Settings, metrics: Metrics, upstream: UpstreamHealth, queue: CallQueue
+) -> tuple[Sender, str]:
+    """The sender chain behind the queue consumers, outermost first, and where it delivers."""
+    exporter = settings.exporter
+    weave = exporter.weave
     api_key = weave.api_key.get_secret_value()
+    # Transport: one attempt, success or one of our errors (errors.py says which are retryable).
     if api_key:
-        sender: Sender = WeaveSender(base_url=weave.base_url, api_key=api_key, timeout=weave.timeout)
+        sender: Sender = WeaveSender(base_url=weave.base_url, api_key=api_key)
         where = f"{weave.base_url}/v2/{{entity}}/{{project}}/calls/complete"
     else:
-        sender = FileSender(settings.exporter.file.path)
-        where = f"file {settings.exporter.file.path} (no API key: set WANDB_API_KEY or exporter.weave.api_key to send to Weave)"
-    if settings.exporter.retry.enabled:
-        sender = RetrySender(sender, settings.exporter.retry, on_retry=metrics.retries.inc)
+        sender = FileSender(exporter.file.path)
+        where = f"file {exporter.file.path} (no API key: set WANDB_API_KEY or exporter.weave.api_key to send to Weave)"
+    # Timeout: bounds each attempt, so every retry gets the full time.
+    sender = TimeoutSender(sender, weave.timeout)
+    # Reachability: records each attempt's outcome (timeouts included) for /readyz.
+    sender = ReachabilitySender(sender, upstream)
+    # Retry: backoff and Retry-After around each request the split layer makes, so a half that fails
+    # is retried alone. Skipped when disabled: a retryable failure is then final.
+    if exporter.retry.enabled:
+        sender = RetrySender(
+            sender,
+            initial_interval=exporter.retry.initial_interval,
+            max_interval=exporter.retry.max_interval,
+            max_elapsed_time=exporter.max_elapsed_time,
+            metrics=metrics,
+            hold=queue.hold,
+            release=queue.release,
+        )
+    # Split and dead-letter: bodies within the upstream's limit; 413 splits, 422 bisects; what the upstream
+    # refuses for good goes to the dead-letter file. Outermost, so what it returns is settled: the
+    # consumer deletes the batch from the queue, or (401/403, shutdown) keeps it.
+    sender = SplitSender(
+        sender,
+        max_body_bytes=UPSTREAM_MAX_BODY_BYTES,
+        dead_letter=DeadLetterFile(exporter.dead_letter.path),
+        metrics=metrics,
+    )
     return sender, where
 
 
 class Bridge:
-    """One running bridge. `start()` binds the ports; `stop()` stops receiving, drains, and closes."""
+    """One running bridge. `start()` binds the ports; `stop()` stops receiving, drains, and closes.
+
+    Everything that reads a file (TLS certificates) happens in __init__, so a bad file fails before any
+    port opens.
+    """
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         exporter = settings.exporter
-        self.queue = MemoryQueue(max_bytes=exporter.queue.max_bytes)
+        self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue.max_bytes)
         self.metrics.queue_capacity_bytes.set(exporter.queue.max_bytes)
         self.pipeline = Pipeline(
             queue=self.queue,
-            rules=DEFAULT_RULES,
+            rules=build_rules(settings.mapping.edits()),
             limits=SpanLimits.from_config(settings.mapping.limits),
             redaction=compile_redaction(settings.mapping.redact),
             default_project=exporter.weave.project,
             metrics=self.metrics,
         )
-        self.sender, self.destination = _build_sender(settings, self.metrics)
+        self.upstream = UpstreamHealth()
+        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue)
         self.dispatcher = Dispatcher(
-            self.queue, self.sender, exporter.batch, consumers=exporter.queue.num_consumers, metrics=self.metrics
+            self.queue,
+            self.sender,
+            exporter.batch,
+            consumers=exporter.queue.num_consumers,
+            metrics=self.metrics,
+            blocked_retry_interval=exporter.retry.max_interval,
+            report_interval=settings.telemetry.degraded_log_interval,
         )
-        self.grpc = GrpcTraceReceiver(settings.receiver.grpc, self.pipeline) if settings.receiver.grpc else None
+        receiver = settings.receiver
+        grace = min(settings.shutdown_timeout, 5.0)  # for requests in flight; the queue drains afterwards
+        self.grpc = GrpcTraceReceiver(receiver.grpc, self.pipeline, shutdown_timeout=grace) if receiver.grpc else None
+        self.http = build_http_receiver(receiver.http, self.pipeline, shutdown_timeout=grace) if receiver.http else None
+        self.health = Health(
+            receivers=[r for r in (self.grpc, self.http) if r is not None],
+            queue_size=lambda: self.queue.size_bytes,
+            queue_capacity=exporter.queue.max_bytes,
+            upstream=self.upstream,
+            config=settings.telemetry.readiness,
+        )
+        endpoint = settings.telemetry.endpoint
+        self.telemetry = None
+        if endpoint:
+            app = telemetry_app(self.health, self.metrics)
+            self.telemetry = HttpServer("telemetry endpoint", app, endpoint, config_key="telemetry.endpoint")
 
     async def start(self) -> None:
+        """Start everything or nothing: when a port cannot be bound, what already started is stopped again."""
         self.dispatcher.start()
-        if self.grpc:
-            await self.grpc.start()
+        started: list[GrpcTraceReceiver | HttpServer] = []
+        try:
+            for server in (self.grpc, self.http, self.telemetry):
+                if server is not None:
+                    await server.start()
+                    started.append(server)
+        except BaseException:
+            for server in reversed(started):
+                await server.stop()
+            await self.dispatcher.drain(0)
+            await self.sender.close()
+            await self.queue.close()
+            raise
         log.info("sending calls to %s", self.destination)
+        log.info(
+            "queue: %s, up to %d bytes (exporter.queue); calls the upstream refuses go to %s (exporter.dead_letter.path)",
+            self.queue.store.description,
+            self.queue.max_bytes,
+            self.settings.exporter.dead_letter.path,
+        )
         if self.settings.exporter.weave.project:
             log.info("spans that name no project go to %s (exporter.weave.project)", self.settings.exporter.weave.project)
 
     async def stop(self) -> None:
-        timeout = self.settings.shutdown_timeout
-        if self.grpc:
-            await self.grpc.stop(grace=min(timeout, 5.0))
-        await self.dispatcher.drain(timeout)
+        """Receivers first (nothing new arrives), then deliver what can be within shutdown_timeout and keep the
+        rest (if durable), then the telemetry endpoint, which keeps answering probes while the queue drains."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        await asyncio.gather(*(receiver.stop() for receiver in (self.grpc, self.http) if receiver is not None))
+        await self.dispatcher.drain(max(0.0, deadline - time.monotonic()))
         await self.sender.close()
+        await self.queue.close()
+        if self.telemetry:
+            await self.telemetry.stop()
         log.info("stopped")
 
 

@@ -15,10 +15,10 @@ from otel_bridge import __version__
 from otel_bridge.config import PROJECT_FORM, load_settings, parse_project
 from otel_bridge.errors import ConfigError
 from otel_bridge.limits import SpanLimits
-from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.logs import setup_logging
+from otel_bridge.mapping import as_config, build_rules, map_request
 from otel_bridge.otlp import parse_request
 from otel_bridge.redact import compile_redaction
-from otel_bridge.telemetry import setup_logging
 
 __all__ = ["main"]
 
@@ -46,14 +46,21 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_bridge.app import serve  # grpc is only needed here
 
     settings = load_settings(args.config)
-    setup_logging(settings.telemetry.log_level)
+    setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
     asyncio.run(serve(settings))
     return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    sys.stdout.write(yaml.safe_dump(settings.masked(), sort_keys=False))
+    effective = settings.masked()
+    # The effective rule tables rather than the edits; loaded as a config, they give the same rules.
+    effective["mapping"] = {
+        **as_config(build_rules(settings.mapping.edits()).tables),
+        "redact": effective["mapping"]["redact"],
+        "limits": effective["mapping"]["limits"],
+    }
+    sys.stdout.write(yaml.safe_dump(effective, sort_keys=False))
     return 0
 
 
@@ -69,13 +76,14 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
+    rules = build_rules(settings.mapping.edits())
     limits = SpanLimits.from_config(settings.mapping.limits)
     redaction = compile_redaction(settings.mapping.redact)
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
         mapped = map_request(
-            request, header_project=None, default_project=project, rules=DEFAULT_RULES, limits=limits, redaction=redaction
+            request, header_project=None, default_project=project, rules=rules, limits=limits, redaction=redaction
         )
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
@@ -97,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otel-bridge: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a port that cannot be bound; the message names its config key
+        print(f"otel-bridge: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

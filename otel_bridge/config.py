@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
     field_validator,
@@ -27,7 +28,15 @@ from pydantic import (
 
 from otel_bridge.errors import ConfigError
 
-__all__ = ["PROJECT_FORM", "Settings", "load_settings", "parse_duration", "format_duration", "parse_project"]
+__all__ = [
+    "PROJECT_FORM",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "format_duration",
+    "parse_project",
+    "split_endpoint",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -89,18 +98,48 @@ def _check_endpoint(value: str | None) -> str | None:
 Endpoint = Annotated[str, BeforeValidator(_check_endpoint)]
 
 
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); `[::]:4318` -> ("::", 4318)."""
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class _Section(BaseModel):
     # Unknown keys are errors, not silently ignored: a typo like `htttp:` must fail check-config.
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class Tls(_Section):
+    cert_file: str
+    key_file: str
+    # Set: clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: str | None = None
+
+
+class Auth(_Section):
+    bearer_token: SecretStr
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        # An unset ${env:...} gives "": refuse it rather than silently accept every client.
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty; remove `auth` to accept every client")
+        return value
+
+
 class GrpcReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4317"
     max_recv_msg_size_mib: int = Field(64, gt=0, le=2047)
+    tls: Tls | None = None
+    auth: Auth | None = None
 
 
 class HttpReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4318"
+    max_request_body_size_mib: int = Field(64, gt=0, le=2047)
+    tls: Tls | None = None
+    auth: Auth | None = None
 
 
 class Receiver(_Section):
@@ -158,12 +197,24 @@ class Queue(_Section):
     max_bytes: int = Field(256 * 1024 * 1024, gt=0)
     num_consumers: int = Field(4, gt=0, le=64)
 
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty directory: give a path, or null to keep the queue in memory")
+        return value
+
+
+# max_elapsed_time when the config leaves it null: with a durable queue nothing is lost by waiting, so
+# retry until the upstream is back; in memory, give up (to the dead-letter file) after 5 minutes.
+_MAX_ELAPSED_TIME_IN_MEMORY = 300.0
+
 
 class Retry(_Section):
     enabled: bool = True
     initial_interval: Duration = Field(1.0, gt=0)
     max_interval: Duration = Field(30.0, gt=0)
-    max_elapsed_time: Duration = Field(300.0, ge=0)
+    max_elapsed_time: Duration | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _intervals(self) -> Retry:
@@ -174,12 +225,24 @@ class Retry(_Section):
         return self
 
 
+class DeadLetter(_Section):
+    path: str = "otel-bridge-dead-letter.jsonl"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty path: calls the upstream refuses must be written somewhere")
+        return value
+
+
 class Exporter(_Section):
     weave: WeaveExporter = Field(default_factory=WeaveExporter)
     file: FileExporter = FileExporter()
     batch: Batch = Batch()
     queue: Queue = Queue()
     retry: Retry = Retry()
+    dead_letter: DeadLetter = DeadLetter()
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Exporter:
@@ -189,10 +252,27 @@ class Exporter(_Section):
             )
         return self
 
+    @property
+    def max_elapsed_time(self) -> float:
+        """`retry.max_elapsed_time` in effect, in seconds; 0 means retry forever."""
+        if self.retry.max_elapsed_time is not None:
+            return self.retry.max_elapsed_time
+        return 0.0 if self.queue.directory else _MAX_ELAPSED_TIME_IN_MEMORY
+
+
+class Readiness(_Section):
+    queue_high_water: float = Field(0.8, gt=0, le=1)
+    upstream_grace: Duration = Field(60.0, ge=0)
+
 
 class Telemetry(_Section):
     endpoint: Endpoint | None = "0.0.0.0:13133"
     log_level: str = "info"
+    # While delivery is degraded (retries, dead letters, a full queue, a refused key), one summary line
+    # per interval rather than one per failure.
+    degraded_log_interval: Duration = Field(30.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+    readiness: Readiness = Readiness()
 
     @field_validator("log_level")
     @classmethod
@@ -201,6 +281,41 @@ class Telemetry(_Section):
         if value.lower() not in levels:
             raise ValueError(f"invalid log level {value!r}: expected one of {', '.join(levels)}")
         return value.lower()
+
+
+def _attribute_key(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"expected an attribute key such as gen_ai.usage.input_tokens, found {value!r}")
+    if value != value.strip() or "" in value.split("."):
+        raise ValueError(f"attribute key {value!r} has an empty part or surrounding spaces")
+    return value
+
+
+def _attribute_value(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"expected a non-empty string, found {value!r}")
+    return value
+
+
+def _list_edit(check: Any) -> Any:
+    """A validator of one table edit: a list (it replaces the table) or {prepend: [...], append: [...]}."""
+
+    def items(value: Any, where: str) -> list[str]:
+        if type(value) is not list:
+            raise ValueError(f"{where}expected a list, found {value!r}")
+        return [check(item) for item in value]
+
+    def validate(value: Any) -> Any:
+        if value is None or type(value) is list:
+            return value if value is None else items(value, "")
+        if type(value) is dict:
+            unknown = sorted(set(value) - {"prepend", "append"})
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}: a table is edited with prepend and append")
+            return {name: items(keys, f"{name}: ") for name, keys in value.items()}
+        raise ValueError("expected a list (it replaces the table) or {prepend: [...], append: [...]}")
+
+    return PlainValidator(validate, json_schema_input_type=Any)
 
 
 class Limits(_Section):
@@ -242,9 +357,46 @@ class Redact(_Section):
         return patterns
 
 
+# An edit of a list table: a list replaces it, {prepend: [...], append: [...]} extends it.
+KeysEdit = Annotated[Any, _list_edit(_attribute_key)]
+ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
+AttributeKey = Annotated[str, PlainValidator(_attribute_key, json_schema_input_type=str)]
+
+
 class Mapping(_Section):
+    """Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table. An omitted table
+    keeps its default. In a table of named entries (attributes, usage, ...), an entry set to null is
+    removed and an entry not there yet is added."""
+
+    inputs: KeysEdit = None
+    output: KeysEdit = None
+    content_events: ValuesEdit = None
+    input_message_events: dict[str, str | None] = {}  # event name -> role
+    output_message_events: dict[str, str | None] = {}
+    attributes: dict[str, KeysEdit] = {}  # short key -> sources
+    custom_attributes: KeysEdit = None
+    usage: dict[str, KeysEdit] = {}  # usage field -> sources
+    model_calls: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
+    usage_rollups: dict[AttributeKey, ValuesEdit] = {}
+    op_name: KeysEdit = None
+    display_name: KeysEdit = None
+    thread_id: KeysEdit = None
+    is_turn: KeysEdit = None
+    wb_run_id: KeysEdit = None
+    wb_run_step: KeysEdit = None
+    wb_run_step_end: KeysEdit = None
+    started_at: KeysEdit = None
+    ended_at: KeysEdit = None
+    exception: KeysEdit = None
+    drop: KeysEdit = None
+    rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+    # Not tables: what never leaves the bridge, and how much one span may carry.
     redact: Redact = Redact()
     limits: Limits = Limits()
+
+    def edits(self) -> dict[str, Any]:
+        """The tables the config edits, as plain data."""
+        return self.model_dump(exclude_unset=True, exclude={"redact", "limits"})
 
 
 class Settings(_Section):
@@ -255,11 +407,11 @@ class Settings(_Section):
     mapping: Mapping = Mapping()
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets masked: what check-config prints."""
-        data = self.model_dump(mode="json")
-        key = self.exporter.weave.api_key.get_secret_value()
-        data["exporter"]["weave"]["api_key"] = "********" if key else ""
-        return data
+        """The effective settings as plain data, secrets masked: what check-config prints.
+
+        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty.
+        """
+        return self.model_dump(mode="json")
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -294,7 +446,7 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] in ("model_type", "dict_type"):
         return f"`{path}`: expected a mapping of keys, found {error['input']!r}"
     shown = error.get("input")
-    if isinstance(shown, (dict, list)) or path.endswith("api_key"):
+    if isinstance(shown, (dict, list)) or path.endswith(("api_key", "bearer_token")):
         return f"`{path}`: {message}"
     return f"`{path}` ({shown!r}): {message}"
 

@@ -1,8 +1,9 @@
 """Span limits: how much one span may carry into a call.
 
 A receiver open to a cluster sees megabyte values, thousands of attributes and values nested without end.
-Past a limit the bridge cuts, marks the cut where it is visible (a marker in the value, a dropped count in
-otel_dump), counts it, and keeps the span. The defaults are generous for real LLM traffic (long prompts,
+Past a limit the bridge cuts and marks the cut where it is visible (a marker in the value, a dropped count
+in otel_dump), or keeps as sent what it need not take apart (a dotted key, JSON text), counts it, and keeps
+the span. The defaults are generous for real LLM traffic (long prompts,
 long conversations) and keep one span from swamping the bridge, a batch or the upstream.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from otel_bridge.config import Limits
 
-__all__ = ["DEFAULT_LIMITS", "LIMIT_KEYS", "SpanLimits", "cut_depth", "split_key", "too_deep", "truncated_bytes", "truncated_text"]
+__all__ = ["DEFAULT_LIMITS", "LIMIT_KEYS", "SpanLimits", "deeper_than", "too_deep", "truncated_bytes", "truncated_text"]
 
 # The config keys under mapping.limits, also the `limit` label of the limit-hit metric.
 LIMIT_KEYS = ("max_attribute_value_length", "max_attributes", "max_events", "max_links", "max_depth")
@@ -48,34 +49,18 @@ def too_deep(max_depth: int) -> str:
     return f"[truncated: nested deeper than {max_depth} levels]"
 
 
-def split_key(key: str, max_depth: int) -> list[str]:
-    """A dotted key -> its path, at most `max_depth` parts: the last part keeps the rest of the key, dots and
-    all, so nothing is lost and the tree stays shallow."""
-    parts = key.split(".")
-    if len(parts) > max_depth:
-        parts[max_depth - 1 :] = [".".join(parts[max_depth - 1 :])]
-    return parts
-
-
-def cut_depth(value: Any, levels: int, marker: str) -> tuple[Any, int]:
-    """`value` with every map or array below `levels` levels replaced by `marker`; and how many were."""
-    if type(value) is dict:
-        if levels <= 0:
-            return marker, 1
-        cuts = 0
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out[key], n = cut_depth(item, levels - 1, marker)
-            cuts += n
-        return out, cuts
-    if type(value) is list:
-        if levels <= 0:
-            return marker, 1
-        cuts = 0
-        items = []
-        for item in value:
-            item, n = cut_depth(item, levels - 1, marker)
-            items.append(item)
-            cuts += n
-        return items, cuts
-    return value, 0
+def deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` opens more than `levels` levels of maps and arrays (itself the first)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            children = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        if depth > levels:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

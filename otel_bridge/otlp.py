@@ -15,7 +15,6 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_bridge.errors import BadRequestError
-from otel_bridge.limits import split_key
 from otel_bridge.sanitize import Sanitizer
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
 CONFLICT_KEY = "_value"
 
 _INF = math.inf
-
 
 def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave).
@@ -74,9 +72,18 @@ def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     return None
 
 
-def _parse_json_string(text: str) -> Any:
-    # Instrumentations often send structured content (messages, parameters) as JSON strings; like Weave,
-    # parse any string that looks like a JSON object or array, and keep it as it is when it is not one.
+_JSON_STARTS = ("{", "[", '"')
+
+
+def _decoded(text: str) -> Any:
+    """A string starting like JSON text -> its value when it is JSON; else the string as it is.
+
+    Instrumentations send structured content (messages, parameters) as JSON strings, and MLflow writes
+    every value as JSON (`"CHAT_MODEL"` with its quotes). Weave's own ingestion decodes objects and arrays;
+    JSON strings are decoded too, so MLflow's model names and span types read as the values they are.
+    """
+    if text[0] == '"' and (len(text) < 2 or text[-1] != '"'):
+        return text
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -123,11 +130,12 @@ def _set_path(tree: dict[str, Any], parts: list[str], value: Any, built: set[int
 
 
 def attribute_tree(attributes: Any, sanitizer: Sanitizer) -> dict[str, Any]:
-    """Repeated KeyValue -> a nested dict, split on `.`; JSON-looking strings parsed; dicts built from
-    indexed keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
+    """Repeated KeyValue -> a nested dict, split on `.`; JSON strings decoded; dicts built from indexed
+    keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
-    Nothing is dropped but what the sanitizer says: a scalar `x` beside `x.y` is kept as
-    `{"_value": x, "y": ...}`; keys the redaction rules name are left out; values over the limits are cut.
+    Nothing is dropped but what the sanitizer says (see sanitize.py): a scalar `x` beside `x.y` is kept as
+    `{"_value": x, "y": ...}`; keys the redaction rules name are left out; past mapping.limits.max_depth a
+    dotted key is kept whole, JSON text stays text and deeper maps and arrays become a marker.
     """
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
@@ -138,20 +146,16 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer) -> dict[str, Any]:
         key = kv.key
         if verdicts is not None and verdicts.get(key) is not False and sanitizer.drops(key):
             continue
-        if "." in key:
-            parts = key.split(".")
-            depth = len(parts)
-            if depth > max_depth:
-                parts = split_key(key, max_depth)
-                depth = max_depth
-        else:
-            parts = None
-            depth = 1
-        levels = max_depth - depth  # maps and arrays the value may still open
+        parts = key.split(".") if "." in key else None
+        if parts is not None and len(parts) > max_depth:
+            sanitizer.too_deep_key()
+            parts = None  # kept whole, as sent
+        levels = max_depth - (len(parts) if parts is not None else 1)  # maps and arrays the value may open
         value = any_value(kv.value, sanitizer, levels, key)
-        if type(value) is str and value[:1] in ("{", "["):
-            parsed = _parse_json_string(value)
-            value = parsed if parsed is value else sanitizer.nested(parsed, value, levels)
+        if type(value) is str and value[:1] in _JSON_STARTS:
+            decoded = _decoded(value)
+            if decoded is not value:
+                value = sanitizer.nested(decoded, value, levels)
         if parts is not None:
             if not indexed:
                 indexed = any(part.isdigit() for part in parts)

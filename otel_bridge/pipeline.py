@@ -1,17 +1,18 @@
 """The one entry point both receivers call: map a request's spans and queue the calls.
 
-An Export is answered OK only after the queue holds its calls; spans that cannot be mapped are reported
-back (partial success); a full queue raises QueueFullError so the receiver can ask the client to retry.
+An Export is answered OK only after the queue holds its calls (committed, when the queue is durable);
+spans that cannot be mapped are reported back (partial success); a full queue raises QueueFullError so
+the receiver can ask the client to retry (receiver/status.py). Nothing is accepted and then dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otel_bridge.errors import QueueFullError
+from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping import MappedRequest, Rules, map_request
-from otel_bridge.queue import MemoryQueue
+from otel_bridge.queue import CallQueue
 from otel_bridge.redact import Redaction
 from otel_bridge.telemetry import Metrics
 
@@ -24,11 +25,15 @@ class ExportResult:
     error_message: str
 
 
+def _span_count(request: object) -> int:
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)  # type: ignore[attr-defined]
+
+
 class Pipeline:
     def __init__(
         self,
         *,
-        queue: MemoryQueue,
+        queue: CallQueue,
         rules: Rules,
         limits: SpanLimits,
         redaction: Redaction,
@@ -53,15 +58,22 @@ class Pipeline:
         )
 
     async def export(self, request: object, *, header_project: str | None, transport: str) -> ExportResult:
-        mapped = self.map(request, header_project)
-        self._count_cuts(mapped)
-        if mapped.calls:
-            try:
+        spans = _span_count(request)
+        self.metrics.received_spans.labels(transport=transport).inc(spans)
+        try:
+            # While the queue is full, refuse before mapping: the calls of a request are at least as large
+            # as its protobuf encoding, so it could not fit, and exporters' retries then cost little CPU.
+            self.queue.check_room(request.ByteSize())  # type: ignore[attr-defined]
+            mapped = self.map(request, header_project)
+            if mapped.calls:
                 await self.queue.put(mapped.calls)
-            except QueueFullError:  # the receiver answers "retry later"; nothing of the request is kept
-                self.metrics.refused_spans.labels(transport=transport, reason="queue_full").inc(mapped.spans)
-                raise
-            self.metrics.queue_size_bytes.set(self.queue.size_bytes)
+        except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
+            reason = {QueueFullError: "queue_full", OversizedRequestError: "too_large"}.get(type(exc), "queue_error")
+            self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
+            raise
+        self.metrics.queue_size_bytes.set(self.queue.size_bytes)
+        self.metrics.queue_size_calls.set(self.queue.size_calls)
+        self._count_cuts(mapped)
         self.metrics.accepted_spans.labels(transport=transport).inc(mapped.accepted)
         if mapped.rejected:
             self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected)

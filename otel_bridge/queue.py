@@ -1,25 +1,55 @@
 """The queue between mapping and delivery. It is also the batch buffer: calls wait here, per project,
 until a batch is full or has lingered `flush_interval`, so no call sits anywhere else.
 
-    put(calls by project)  -> all or nothing; QueueFullError past max_bytes (backpressure)
+    put(calls by project)  -> all or nothing, stored before it returns; QueueFullError past max_bytes
     take(...)              -> a Batch of one project's oldest calls, held "in flight"
-    ack(batch)             -> delivered or given up on: forget it
+    ack(batch)             -> delivered or dead-lettered: delete it from the store
     nack(batch)            -> not delivered: back to the front of its project, for a later take
+    pause(project, s)      -> take() skips the project for s seconds (its API key is refused)
+
+One `CallQueue` keeps the order, the sizes and the batching in memory; where the calls themselves live
+is its store's business. `MemoryStore` keeps them in process memory. `SqliteStore` keeps them in SQLite
+(WAL mode) in `exporter.queue.directory` and holds only (size, where in the file) per call in memory:
+
+    put ──> commit (one transaction for every put waiting, in the store's thread) ──> index ──> Export OK
+    take ─> pop from index ─> read calls ─> send ──┬─ ack:  rows deleted (with the next commit)
+                                                   └─ nack: back in the index; rows untouched
+    start: every row still in the file is a call acknowledged to an exporter and not yet delivered
+
+A crash anywhere leaves each call either in the file (sent again after restart, with the same id and
+started_at, so the upstream deduplicates) or accepted upstream: at least once, never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import math
+import sqlite3
+import sys
 import time
+from array import array
 from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Protocol
 
-from otel_bridge.errors import QueueFullError
+from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
 
-__all__ = ["Batch", "MemoryQueue", "body_size"]
+__all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "body_size", "QUEUE_FULL_RETRY_AFTER"]
+
+log = logging.getLogger("otel_bridge.queue")
 
 # {"batch":[ ... ]}
 _BODY_OVERHEAD = len(b'{"batch":[]}')
+
+# The delay a refused exporter is told to wait (gRPC RetryInfo, HTTP Retry-After): the queue frees space
+# as fast as the upstream accepts calls, and exporters have their own deadline (10s in the OTel SDKs).
+QUEUE_FULL_RETRY_AFTER = 1.0
 
 
 def body_size(call_sizes: int, count: int) -> int:
@@ -31,80 +61,391 @@ def body_size(call_sizes: int, count: int) -> int:
 class Batch:
     project: str
     calls: list[bytes]
-    nbytes: int = field(default=0)  # the calls' own bytes, not the body's
+    refs: Sequence[Any] = field(default=())  # the store's handles on the calls; empty for batches made by splitting
+
+    @property
+    def nbytes(self) -> int:
+        """The calls' own bytes, not the body's."""
+        return sum(map(len, self.calls))
 
     def body(self) -> bytes:
         return b'{"batch":[' + b",".join(self.calls) + b"]}"
 
 
-class MemoryQueue:
+class Store(Protocol):
+    """Where the calls live. A ref is the store's handle on one call."""
+
+    description: str
+    durable: bool  # calls survive the process
+
+    def recover(self) -> list[tuple[str, int, Any]]:
+        """(project, size, ref) of every call kept from an earlier run, oldest first."""
+
+    async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
+        """Store the calls (durably, where the store is durable) and return their refs."""
+
+    async def load(self, refs: list[Any]) -> list[bytes]: ...
+
+    def remove(self, refs: Sequence[Any]) -> None:
+        """Forget delivered calls. May complete after returning: a crash before then means a resend."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Calls in process memory: the ref is the call itself. Lost when the process ends."""
+
+    description = "memory"
+    durable = False
+
+    def recover(self) -> list[tuple[str, int, Any]]:
+        return []
+
+    async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
+        return calls  # type: ignore[return-value]
+
+    async def load(self, refs: list[Any]) -> list[bytes]:
+        return refs
+
+    def remove(self, refs: Sequence[Any]) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+_SCHEMA_VERSION = 1
+# SQLite's limit on host parameters per statement is 32766; stay well below it.
+_SELECT_CHUNK = 500
+
+
+def _pack_sizes(calls: list[bytes]) -> bytes:
+    sizes = array("I", map(len, calls))
+    if sys.byteorder == "big":  # the file is little-endian wherever it was written
+        sizes.byteswap()
+    return sizes.tobytes()
+
+
+def _unpack_sizes(packed: bytes) -> array[int]:
+    sizes = array("I")
+    sizes.frombytes(packed)
+    if sys.byteorder == "big":
+        sizes.byteswap()
+    return sizes
+
+
+def _spans(sizes: Iterable[int]) -> list[tuple[int, int]]:
+    """(start, end) of each call in their concatenation."""
+    ends = list(accumulate(sizes))
+    return list(zip([0, *ends[:-1]], ends))
+
+
+class SqliteStore:
+    """Calls in `<directory>/queue.sqlite3`, WAL mode, synchronous=NORMAL: a committed put survives the
+    process being killed (kill -9, OOM); the last commits may be lost if the machine itself crashes.
+
+    One row per put and project holds those calls concatenated, with their sizes: the per-call cost of
+    SQLite would otherwise dominate (and each row's step hands the GIL back and forth with the event
+    loop). A ref is (row id, start, end). A row is deleted once all its calls are removed, so after a
+    crash the calls of a partly delivered row are sent again: at least once, as everywhere else.
+
+    Every statement runs on one connection in one thread, so the event loop never waits on the disk.
+    Puts that arrive while a commit runs are committed together in the next transaction (group
+    commit), with the deletes of delivered rows.
+    """
+
+    FILE_NAME = "queue.sqlite3"
+    durable = True
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.description = f"SQLite in {self.directory}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = (self.directory / "lock").open("w")
+        except OSError as exc:
+            raise ConfigError(f"exporter.queue.directory {str(directory)!r} is not usable: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ConfigError(
+                f"exporter.queue.directory {str(directory)!r} is in use by another otel-bridge process; "
+                "give each bridge its own directory"
+            ) from None
+        try:
+            self._db = self._connect(self.directory / self.FILE_NAME)
+        except BaseException:
+            self._lock.close()
+            raise
+        self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
+        self._remaining: dict[int, int] = {}  # row id -> its calls not yet removed
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-sqlite")
+        self._inserts: list[tuple[list[tuple[int, str, bytes, bytes]], asyncio.Future[None]]] = []
+        self._deletes: list[int] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'call_groups'").fetchone()[0]
+            if tables and version != _SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{path} holds a queue of format {version}, this otel-bridge reads format {_SCHEMA_VERSION}: "
+                    "deliver it with the version that wrote it, or point exporter.queue.directory elsewhere"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted calls need not be overwritten with zeros (some builds default to it): it doubles the
+            # cost of every delete, and the file holds the same calls until they are delivered anyway.
+            db.execute("PRAGMA secure_delete=OFF")
+            # Checkpoint (and fsync) every 64 MiB of WAL rather than 4 MiB; the WAL shrinks back after.
+            db.execute("PRAGMA wal_autocheckpoint=16384")
+            db.execute("PRAGMA journal_size_limit=67108864")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS call_groups "
+                "(id INTEGER PRIMARY KEY, project TEXT NOT NULL, sizes BLOB NOT NULL, calls BLOB NOT NULL)"
+            )
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            return db
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the queue {path} (exporter.queue.directory): {exc}") from None
+
+    def recover(self) -> list[tuple[str, int, Any]]:
+        recovered: list[tuple[str, int, Any]] = []
+        for row_id, project, packed in self._db.execute("SELECT id, project, sizes FROM call_groups ORDER BY id"):
+            sizes = _unpack_sizes(packed)
+            self._remaining[row_id] = len(sizes)
+            recovered.extend((project, size, (row_id, start, end)) for size, (start, end) in zip(sizes, _spans(sizes)))
+        return recovered
+
+    async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
+        rows: list[tuple[int, str, bytes, bytes]] = []
+        refs: dict[str, list[Any]] = {}
+        for project, project_calls in calls.items():
+            row_id = self._next_id
+            self._next_id += 1
+            rows.append((row_id, project, _pack_sizes(project_calls), b"".join(project_calls)))
+            refs[project] = [(row_id, start, end) for start, end in _spans(map(len, project_calls))]
+            self._remaining[row_id] = len(project_calls)
+        committed = asyncio.get_running_loop().create_future()
+        self._inserts.append((rows, committed))
+        self._start_writer()
+        try:
+            await committed
+        except BaseException:
+            for row in rows:
+                self._remaining.pop(row[0], None)
+            raise
+        return refs
+
+    def remove(self, refs: Sequence[Any]) -> None:
+        for row_id, _, _ in refs:
+            left = self._remaining[row_id] - 1
+            if left:
+                self._remaining[row_id] = left
+            else:
+                del self._remaining[row_id]
+                self._deletes.append(row_id)
+        if self._deletes:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write(), name="queue-sqlite-writer")
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._inserts or self._deletes:
+            inserts, self._inserts = self._inserts, []
+            deletes, self._deletes = self._deletes, []
+            rows = [row for batch, _ in inserts for row in batch]
+            try:
+                await loop.run_in_executor(self._thread, self._commit, rows, deletes)
+            except (sqlite3.Error, OSError) as exc:
+                error = QueueError(
+                    f"cannot write the queue in {self.directory} (exporter.queue.directory): {exc}; retry later",
+                    retry_after=QUEUE_FULL_RETRY_AFTER,
+                )
+                if deletes:
+                    # Not deleting is safe: those calls are sent again after a restart, and deduplicated upstream.
+                    log.error("%s; delivered calls stay in the file", error)
+                for _, committed in inserts:
+                    if not committed.done():
+                        committed.set_exception(error)
+            else:
+                for _, committed in inserts:
+                    if not committed.done():
+                        committed.set_result(None)
+
+    def _commit(self, rows: list[tuple[int, str, bytes, bytes]], deletes: list[int]) -> None:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            if rows:
+                db.executemany("INSERT INTO call_groups (id, project, sizes, calls) VALUES (?, ?, ?, ?)", rows)
+            if deletes:
+                db.executemany("DELETE FROM call_groups WHERE id = ?", ((row_id,) for row_id in deletes))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def load(self, refs: list[Any]) -> list[bytes]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._select, refs)
+        except sqlite3.Error as exc:
+            raise QueueError(f"cannot read the queue in {self.directory}: {exc}", retry_after=QUEUE_FULL_RETRY_AFTER) from None
+
+    def _select(self, refs: list[Any]) -> list[bytes]:
+        row_ids = list(dict.fromkeys(row_id for row_id, _, _ in refs))
+        rows: dict[int, bytes] = {}
+        for first in range(0, len(row_ids), _SELECT_CHUNK):
+            chunk = row_ids[first : first + _SELECT_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows.update(self._db.execute(f"SELECT id, calls FROM call_groups WHERE id IN ({marks})", chunk).fetchall())
+        return [rows[row_id][start:end] for row_id, start, end in refs]
+
+    async def close(self) -> None:
+        """Commit what is pending (deletes of delivered calls), then close the file and release the directory."""
+        while self._writer is not None and not self._writer.done():
+            await self._writer
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        self._thread.shutdown()
+        self._lock.close()
+
+
+class _Project:
+    """One project's queued calls: (enqueued at, size, ref), oldest first."""
+
+    __slots__ = ("entries", "nbytes", "paused_until")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int, Any]] = deque()
+        self.nbytes = 0
+        self.paused_until = 0.0
+
+
+class CallQueue:
     """Calls per project in arrival order, bounded by the bytes they hold (queued and in flight)."""
 
-    def __init__(self, *, max_bytes: int, retry_after: float = 1.0) -> None:
+    def __init__(self, store: Store, *, max_bytes: int) -> None:
+        self.store = store
         self.max_bytes = max_bytes
-        self._retry_after = retry_after
-        # project -> deque of (enqueued at, call). Of the projects due, take() serves the one whose oldest
-        # call waited longest (nacked calls count as oldest of all); ties go in dict order.
-        self._pending: dict[str, deque[tuple[float, bytes]]] = {}
-        self._pending_bytes = 0
+        # Dicts keep insertion order: the first project is the one whose turn it is (see _pop).
+        self._projects: dict[str, _Project] = {}
+        self._queued_bytes = 0
+        self._queued_calls = 0
         self._in_flight_bytes = 0
+        self._in_flight_calls = 0
+        self._reserved_bytes = 0  # puts being committed
+        self._held: set[str] = set()  # projects with a batch waiting to be retried
         self._changed = asyncio.Event()
         self._flushing = False
+        # Calls kept from an earlier run are due at once: they have waited long enough.
+        for project, nbytes, ref in store.recover():
+            self._append(project, -math.inf, nbytes, ref)
 
     @property
     def size_bytes(self) -> int:
-        return self._pending_bytes + self._in_flight_bytes
+        return self._queued_bytes + self._in_flight_bytes
 
     @property
     def size_calls(self) -> int:
-        return sum(len(calls) for calls in self._pending.values())
+        return self._queued_calls + self._in_flight_calls
+
+    def check_room(self, nbytes: int) -> None:
+        """Raise QueueFullError unless `nbytes` more would fit; OversizedRequestError if they never can."""
+        if nbytes > self.max_bytes:
+            raise OversizedRequestError(
+                f"the request needs {nbytes} bytes of queue, more than all of it (exporter.queue.max_bytes "
+                f"= {self.max_bytes}): send smaller requests (the exporter's batch size) or raise the bound"
+            )
+        if self.size_bytes + self._reserved_bytes + nbytes > self.max_bytes:
+            raise QueueFullError(
+                f"queue is full ({self.size_bytes} of {self.max_bytes} bytes, exporter.queue.max_bytes): "
+                "the upstream is slower than the traffic or unreachable; retry later",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
 
     async def put(self, calls: dict[str, list[bytes]]) -> None:
+        """Store all the calls or none; returns once they are stored (committed, for a durable store)."""
         added = sum(len(call) for project_calls in calls.values() for call in project_calls)
-        if self.size_bytes + added > self.max_bytes:
-            raise QueueFullError(
-                f"queue is full ({self.size_bytes} of {self.max_bytes} bytes, exporter.queue.max_bytes); retry later",
-                retry_after=self._retry_after,
-            )
+        self.check_room(added)
+        self._reserved_bytes += added
+        # Shielded: once the store has the calls, they must reach the index even if the caller is
+        # cancelled (an exporter's deadline), or they would sit in the store unsent until a restart.
+        await asyncio.shield(self._store_and_index(calls, added))
+
+    async def _store_and_index(self, calls: dict[str, list[bytes]], added: int) -> None:
+        try:
+            refs = await self.store.append(calls)
+        finally:
+            self._reserved_bytes -= added
         now = time.monotonic()
         for project, project_calls in calls.items():
-            pending = self._pending.get(project)
-            if pending is None:
-                pending = self._pending[project] = deque()
-            pending.extend((now, call) for call in project_calls)
-        self._pending_bytes += added
+            for call, ref in zip(project_calls, refs[project]):
+                self._append(project, now, len(call), ref)
         self._changed.set()
+
+    def _append(self, project: str, enqueued_at: float, nbytes: int, ref: Any) -> None:
+        state = self._projects.get(project)
+        if state is None:
+            state = self._projects[project] = _Project()
+        state.entries.append((enqueued_at, nbytes, ref))
+        state.nbytes += nbytes
+        self._queued_bytes += nbytes
+        self._queued_calls += 1
 
     def flush(self) -> None:
         """From now on, take() returns what there is at once, without lingering (used when draining)."""
         self._flushing = True
         self._changed.set()
 
-    def _ready(self, max_calls: int, max_bytes: int, linger: float) -> tuple[str | None, float]:
-        """The project to take from now (of those due, the one whose oldest call waited longest), else how
-        long until one is due."""
+    def pause(self, project: str, seconds: float) -> None:
+        """take() skips the project for `seconds`; its calls stay queued."""
+        state = self._projects.get(project)
+        if state is None:
+            state = self._projects[project] = _Project()
+        state.paused_until = time.monotonic() + seconds
+        self._changed.set()
+
+    def hold(self, project: str) -> bool:
+        """take() skips the project until release(): one of its batches waits to be retried, and more
+        batches sent now would only fail too, while other projects' calls wait for a consumer. False when
+        the project is already held."""
+        if project in self._held:
+            return False
+        self._held.add(project)
+        return True
+
+    def release(self, project: str) -> None:
+        self._held.discard(project)
+        self._changed.set()
+
+    def paused_projects(self) -> list[str]:
         now = time.monotonic()
-        wait = linger
-        due: str | None = None
-        due_since = 0.0
-        for project, pending in self._pending.items():
-            if not pending:
+        return [project for project, state in self._projects.items() if state.paused_until > now]
+
+    def _ready(self, max_calls: int, max_bytes: int, linger: float) -> tuple[str | None, float]:
+        """The project to take from now, else how long until one may be due."""
+        now = time.monotonic()
+        wait = math.inf
+        for project, state in self._projects.items():
+            if not state.entries:
                 continue
-            oldest = pending[0][0]
-            if (
-                self._flushing
-                or len(pending) >= max_calls
-                or now - oldest >= linger
-                or body_size(sum(len(c) for _, c in pending), len(pending)) >= max_bytes
-            ):
-                # Not the first due in dict order: a project left non-empty by a partial take keeps its
-                # place there, and would starve the others while it stays full.
-                if due is None or oldest < due_since:
-                    due, due_since = project, oldest
+            if state.paused_until > now:
+                wait = min(wait, state.paused_until - now)
                 continue
-            wait = min(wait, linger - (now - oldest))
-        if due is not None:
-            return due, 0.0
+            if project in self._held:
+                continue  # release() wakes take()
+            age = now - state.entries[0][0]
+            count = len(state.entries)
+            if self._flushing or age >= linger or count >= max_calls or body_size(state.nbytes, count) >= max_bytes:
+                return project, 0.0
+            wait = min(wait, linger - age)
         return None, wait
 
     async def take(self, *, max_calls: int, max_bytes: int, linger: float) -> Batch:
@@ -112,46 +453,87 @@ class MemoryQueue:
         while True:
             project, wait = self._ready(max_calls, max_bytes, linger)
             if project is not None:
-                return self._pop(project, max_calls, max_bytes)
+                break
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=wait if self._has_pending() else None)
+                await asyncio.wait_for(self._changed.wait(), timeout=None if wait == math.inf else wait)
             except asyncio.TimeoutError:
                 pass
+        entries = self._pop(project, max_calls, max_bytes)
+        try:
+            calls = await self.store.load([ref for _, _, ref in entries])
+        except BaseException:
+            self._restore(project, entries)
+            raise
+        return Batch(project, calls, [ref for _, _, ref in entries])
 
-    def _has_pending(self) -> bool:
-        return any(self._pending.values())
-
-    def _pop(self, project: str, max_calls: int, max_bytes: int) -> Batch:
-        pending = self._pending[project]
-        calls: list[bytes] = []
+    def _pop(self, project: str, max_calls: int, max_bytes: int) -> list[tuple[float, int, Any]]:
+        state = self._projects[project]
+        entries = state.entries
+        taken: list[tuple[float, int, Any]] = []
         nbytes = 0
-        while pending and len(calls) < max_calls:
-            call = pending[0][1]
-            # A single call larger than max_bytes still goes, alone: the exporter decides what to do with it.
-            if calls and body_size(nbytes + len(call), len(calls) + 1) > max_bytes:
+        while entries and len(taken) < max_calls:
+            size = entries[0][1]
+            # A single call larger than max_bytes still goes, alone: the exporter trims it.
+            if taken and body_size(nbytes + size, len(taken) + 1) > max_bytes:
                 break
-            pending.popleft()
-            calls.append(call)
-            nbytes += len(call)
-        if not pending:
-            del self._pending[project]  # re-created at the end: the next project in line goes first
-        self._pending_bytes -= nbytes
+            taken.append(entries.popleft())
+            nbytes += size
+        state.nbytes -= nbytes
+        # To the end of the line (re-created there when emptied): projects take turns, so one busy
+        # project cannot hold every consumer while another's calls wait.
+        del self._projects[project]
+        if entries:
+            self._projects[project] = state
+        self._queued_bytes -= nbytes
+        self._queued_calls -= len(taken)
         self._in_flight_bytes += nbytes
-        return Batch(project, calls, nbytes)
+        self._in_flight_calls += len(taken)
+        return taken
+
+    def _done(self, nbytes: int, count: int) -> None:
+        self._in_flight_bytes -= nbytes
+        self._in_flight_calls -= count
 
     def ack(self, batch: Batch) -> None:
-        self._in_flight_bytes -= batch.nbytes
+        """The batch was delivered or dead-lettered: delete it."""
+        self._done(batch.nbytes, len(batch.calls))
+        self.store.remove(batch.refs)
+        self._changed.set()
 
     def nack(self, batch: Batch) -> None:
         """Return an undelivered batch to the front of its project, keeping the original order."""
-        self._in_flight_bytes -= batch.nbytes
-        pending = self._pending.pop(project := batch.project, None) or deque()
-        pending.extendleft((0.0, call) for call in reversed(batch.calls))
+        self._done(batch.nbytes, len(batch.calls))
+        self._restore(batch.project, [(-math.inf, len(call), ref) for call, ref in zip(batch.calls, batch.refs)])
+
+    def _restore(self, project: str, entries: list[tuple[float, int, Any]]) -> None:
+        state = self._projects.pop(project, None) or _Project()
+        state.entries.extendleft(reversed(entries))
+        nbytes = sum(size for _, size, _ in entries)
+        state.nbytes += nbytes
         # Put the project first in line again: it holds the oldest calls.
-        self._pending = {project: pending, **self._pending}
-        self._pending_bytes += batch.nbytes
+        self._projects = {project: state, **self._projects}
+        self._queued_bytes += nbytes
+        self._queued_calls += len(entries)
         self._changed.set()
 
-    def empty(self) -> bool:
-        return not self._has_pending() and self._in_flight_bytes == 0
+    def idle(self) -> bool:
+        """Nothing in flight and nothing that take() could return now (paused projects wait)."""
+        if self._in_flight_calls:
+            return False
+        now = time.monotonic()
+        return not any(state.entries and state.paused_until <= now for state in self._projects.values())
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def open_queue(directory: str | None, *, max_bytes: int) -> CallQueue:
+    """The queue `exporter.queue` describes: durable in `directory`, else in memory."""
+    store: Store = SqliteStore(directory) if directory else MemoryStore()
+    queue = CallQueue(store, max_bytes=max_bytes)
+    if queue.size_calls:
+        log.info(
+            "resuming delivery of %d calls (%d bytes) kept in %s", queue.size_calls, queue.size_bytes, store.description
+        )
+    return queue

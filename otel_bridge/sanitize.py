@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from otel_bridge.limits import SpanLimits, cut_depth, too_deep, truncated_bytes, truncated_text
+from otel_bridge.limits import SpanLimits, deeper_than, too_deep, truncated_bytes, truncated_text
 from otel_bridge.redact import Redaction
 
 __all__ = ["Sanitizer"]
@@ -93,18 +93,22 @@ class Sanitizer:
         return base64.b64encode(value).decode("ascii")
 
     def too_deep(self) -> str:
+        """The marker for a map or array of an AnyValue nested past the depth limit."""
         self._hit("max_depth")
         return self._too_deep
 
+    def too_deep_key(self) -> None:
+        """A dotted key of more parts than the depth limit: it is kept whole, not unflattened."""
+        self._hit("max_depth")
+
     def nested(self, value: Any, source: str, levels: int) -> Any:
-        """A value parsed from the JSON text `source`, with maps and arrays past `levels` levels cut. It
-        cannot nest deeper than it has opening brackets, so most values are returned without a walk."""
-        if source.count("{") + source.count("[") <= levels:
+        """`value`, decoded from the JSON text `source`; the text itself when it opens more than `levels`
+        levels of maps and arrays (nothing is lost, and the call stays within what a JSON writer nests).
+        It cannot open more levels than it has opening brackets, so most values are not walked."""
+        if source.count("{") + source.count("[") <= levels or not deeper_than(value, levels):
             return value
-        value, cuts = cut_depth(value, levels, self._too_deep)
-        if cuts:
-            self._hit("max_depth", cuts)
-        return value
+        self._hit("max_depth")
+        return source
 
     def message(self, message: Any) -> None:
         """Cut the attribute list of a Resource, InstrumentationScope, Span, Event or Link to the limit,

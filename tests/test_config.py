@@ -27,6 +27,16 @@ def test_no_file_means_defaults():
         ("grpc_only.yaml", lambda s: s.receiver.http is None and s.receiver.grpc is not None),
         ("http_empty.yaml", lambda s: s.receiver.http is None),
         ("http_defaults.yaml", lambda s: s.receiver.http is not None and s.receiver.http.endpoint == "0.0.0.0:4318"),
+        (
+            "secured.yaml",
+            lambda s: s.receiver.grpc.tls.client_ca_file == "/tls/ca.crt"
+            and s.receiver.grpc.auth is None
+            and s.receiver.http.tls is None
+            and s.receiver.http.auth.bearer_token.get_secret_value() == "t0ken"
+            and s.receiver.http.max_request_body_size_mib == 8
+            and s.telemetry.log_format == "json"
+            and (s.telemetry.readiness.queue_high_water, s.telemetry.readiness.upstream_grace) == (1, 0),
+        ),
     ],
 )
 def test_scenarios(name, check):
@@ -48,7 +58,26 @@ def test_scenarios(name, check):
                 "`exporter.weave.project` ('just-a-project'): invalid project 'just-a-project': expected entity/project",
             ],
         ),
+        (
+            "bad_security.yaml",
+            [
+                "`receiver.grpc.tls.key_file`: Field required",
+                "`receiver.grpc.auth.bearer_token`: must not be empty; remove `auth` to accept every client",
+                "`receiver.http.max_request_body_size_mib` (0): Input should be greater than 0",
+                "`telemetry.log_format` ('yaml'): Input should be 'text' or 'json'",
+                "`telemetry.readiness.queue_high_water` (1.5): Input should be less than or equal to 1",
+            ],
+        ),
         ("retry_intervals.yaml", ["`max_interval` must not be less than `initial_interval`"]),
+        (
+            "bad_delivery.yaml",
+            [
+                "`exporter.queue.directory` (''): empty directory: give a path, or null to keep the queue in memory",
+                "`exporter.dead_letter.path` (''): empty path",
+                "`exporter.retry.max_elapsed_time`",
+                "`telemetry.degraded_log_interval` (0.0): Input should be greater than 0",
+            ],
+        ),
         ("not_a_mapping.yaml", ["expected a mapping of sections at the top level"]),
     ],
 )
@@ -57,6 +86,19 @@ def test_errors_name_every_problem_with_its_key(name, messages):
         load_settings(TESTDATA / name)
     for message in messages:
         assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "seconds"),
+    [
+        ({}, 300.0),  # in memory: give up (to the dead-letter file) after 5 minutes
+        ({"queue": {"directory": "/var/lib/otel-bridge/queue"}}, 0.0),  # durable: retry until it works
+        ({"queue": {"directory": "/q"}, "retry": {"max_elapsed_time": "1h"}}, 3600.0),
+        ({"retry": {"max_elapsed_time": 0}}, 0.0),
+    ],
+)
+def test_max_elapsed_time_in_effect(exporter, seconds):
+    assert Settings.model_validate({"exporter": exporter}).exporter.max_elapsed_time == seconds
 
 
 def test_env_references(monkeypatch):
@@ -84,7 +126,13 @@ def test_masked_never_shows_the_key(monkeypatch):
     settings = load_settings(None)
     assert "secret-key" not in repr(settings)
     assert "secret-key" not in str(settings.masked())
-    assert settings.masked()["exporter"]["weave"]["api_key"] == "********"
+    assert settings.masked()["exporter"]["weave"]["api_key"] == "**********"
+
+
+def test_masked_never_shows_bearer_tokens():
+    settings = load_settings(TESTDATA / "secured.yaml")
+    assert "t0ken" not in repr(settings) and "t0ken" not in str(settings.masked())
+    assert settings.masked()["receiver"]["http"]["auth"] == {"bearer_token": "**********"}
 
 
 def test_missing_and_invalid_files():

@@ -92,7 +92,7 @@ def test_nested_trace_arrives_complete_and_exact(upstream, start_bridge):
     assert root["parent_id"] is None
     assert {llm["parent_id"], search["parent_id"], book["parent_id"]} == {root["id"]}
 
-    # GenAI usage keyed by the response model; cached tokens reported beside, not added.
+    # GenAI usage keyed by the response model; cached tokens reported beside, not added; one model call.
     assert llm["summary"]["usage"] == {
         "gpt-4o-2024-08-06": {
             "input_tokens": 120,
@@ -100,6 +100,7 @@ def test_nested_trace_arrives_complete_and_exact(upstream, start_bridge):
             "total_tokens": 150,
             "cache_read_input_tokens": 100,
             "cache_creation_input_tokens": 7,
+            "requests": 1,
         }
     }
     assert llm["attributes"]["model"] == "gpt-4o-2024-08-06"

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from conftest import bridge_settings
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from spans import request, span
 
@@ -113,19 +114,23 @@ def test_events_and_links_over_the_count_are_dropped_and_counted(upstream, start
     assert noun in answer.partial_success.error_message
 
 
-def test_nesting_over_the_depth_limit_is_cut(upstream, start_bridge):
+def test_nesting_over_the_depth_limit_is_kept_as_sent_or_cut(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream, mapping={"limits": {"max_depth": 4}}))
-    sp = span("s", {"json": "[[[[[[1]]]]]]", "a.b.c.d.e.f": "dotted", "shallow": "[[1]]"})
+    sp = span("s", {"json": "[[[[[[1]]]]]]", "a.b.c.d.e.f": "dotted", "shallow": "[[1]]", "a.b": "[[1]]"})
     sp.attributes.append(KeyValue(key="nested", value=_deep(10)))
     answer = _export(bridge, request(sp, resource=PROJECT))
     assert answer.partial_success.rejected_spans == 0
-    assert "values nested deeper than 4 levels cut (mapping.limits.max_depth)" in answer.partial_success.error_message
+    assert answer.partial_success.error_message == (
+        "limits hit, spans kept: 3 values nested deeper than 4 levels kept as sent or cut (mapping.limits.max_depth)"
+    )
     attributes = upstream.wait_for_calls(1)[0]["otel_dump"]["attributes"]
+    assert attributes["json"] == "[[[[[[1]]]]]]"  # JSON text nested too deep stays the text it was sent as
+    assert attributes["a.b.c.d.e.f"] == "dotted"  # a key of more parts than the limit is kept whole
+    assert attributes["a"]["b"] == [[1]]  # 2 key parts + 2 arrays: the leaves at level 4, within the limit
     marker = "[truncated: nested deeper than 4 levels]"
-    assert attributes["json"] == [[[marker]]]  # the key is level 1, then three arrays
-    assert attributes["nested"] == [[[marker]]]
-    assert attributes["a"]["b"]["c"] == {"d.e.f": "dotted"}  # the rest of a long key stays, in its last part
+    assert attributes["nested"] == [[[marker]]]  # the key is level 1, then three arrays
     assert attributes["shallow"] == [[1]]
+    assert _metric(bridge, "otelbridge_mapping_limit_hits_total", limit="max_depth") == 3
 
 
 def test_deeply_nested_json_and_long_dotted_keys_keep_the_span(upstream, start_bridge):
@@ -387,3 +392,38 @@ def test_limit_bounds_name_the_key(tmp_path):
 
 def test_defaults_are_on():
     assert Settings().mapping.redact == Redact(default_rules=True, keys=[], patterns=[])
+
+
+# --- the same over OTLP/HTTP --------------------------------------------------------------------------------
+
+
+def _post(bridge, body: bytes, content_type: str = "application/x-protobuf"):
+    import httpx
+
+    return httpx.post(bridge.http_url + "/v1/traces", content=body, headers={"Content-Type": content_type}, timeout=10)
+
+
+def test_http_garbage_is_400_with_the_reason_and_the_server_keeps_serving(upstream, start_bridge):
+    bridge = start_bridge(bridge_settings(upstream))
+    truncated = request(span("s"), resource=PROJECT).SerializeToString()[:-7]
+    answer = _post(bridge, truncated)
+    assert answer.status_code == 400
+    assert "is not a protobuf ExportTraceServiceRequest: Wire format was corrupt (truncated" in answer.text
+    ok = _post(bridge, request(span("after"), resource=PROJECT).SerializeToString())
+    assert ok.status_code == 200
+    assert upstream.wait_for_calls(1)[0]["op_name"] == "after"
+
+
+def test_http_limits_warn_and_redaction_applies(upstream, start_bridge):
+    bridge = start_bridge(bridge_settings(upstream, mapping={"limits": {"max_attribute_value_length": 16}}))
+    secret = SECRETS["api_key"]
+    body = request(span("s", {"input.value": f"key {secret}", "long": "x" * 20}), resource=PROJECT).SerializeToString()
+    answer = _post(bridge, body)
+    assert answer.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(answer.content).partial_success
+    assert partial.rejected_spans == 0  # a warning
+    assert "mapping.limits.max_attribute_value_length" in partial.error_message
+    call = upstream.wait_for_calls(1)[0]
+    assert call["inputs"]["input.value"] == "key [REDACTED]"
+    assert call["otel_dump"]["attributes"]["long"] == "x" * 16 + "...[truncated: 20 chars]"
+    assert secret not in _delivered_text(upstream)

@@ -92,7 +92,7 @@ def test_any_value_int64_is_exact_and_survives_json(number: int) -> None:
         pytest.param({"a": 1}, {"a": 1}, id="flat"),
         pytest.param({"a.b.c": 1, "a.b.d": "x", "a.e": True}, {"a": {"b": {"c": 1, "d": "x"}, "e": True}}, id="dotted"),
         pytest.param({"llm.token_count.prompt": 3}, {"llm": {"token_count": {"prompt": 3}}}, id="dotted-3"),
-        # JSON strings: parsed only when they start with { or [ and are valid
+        # JSON text: parsed only when it starts with {, [ or " and is valid
         pytest.param({"a": '{"k": [1, 2]}'}, {"a": {"k": [1, 2]}}, id="json-object"),
         pytest.param({"a": "[1, {\"b\": null}]"}, {"a": [1, {"b": None}]}, id="json-array"),
         pytest.param({"a.b": '{"c": 1}'}, {"a": {"b": {"c": 1}}}, id="json-under-dotted-key"),
@@ -100,7 +100,11 @@ def test_any_value_int64_is_exact_and_survives_json(number: int) -> None:
         pytest.param({"a": "[1, 2"}, {"a": "[1, 2"}, id="invalid-json-array-kept"),
         pytest.param({"a": "123"}, {"a": "123"}, id="number-string-not-parsed"),
         pytest.param({"a": "true"}, {"a": "true"}, id="bool-string-not-parsed"),
-        pytest.param({"a": '"quoted"'}, {"a": '"quoted"'}, id="json-string-not-parsed"),
+        # MLflow writes every value as JSON text: its strings arrive quoted
+        pytest.param({"a": '"CHAT_MODEL"'}, {"a": "CHAT_MODEL"}, id="json-string-decoded"),
+        pytest.param({"a": '"a" and "b"'}, {"a": '"a" and "b"'}, id="invalid-json-string-kept"),
+        pytest.param({"a": '"open'}, {"a": '"open'}, id="unterminated-json-string-kept"),
+        pytest.param({"a": '"'}, {"a": '"'}, id="lone-quote-kept"),
         pytest.param({"a": ' {"b": 1}'}, {"a": ' {"b": 1}'}, id="leading-space-not-parsed"),
         pytest.param({"a": ["[1]"]}, {"a": ["[1]"]}, id="strings-inside-arrays-not-parsed"),
         # numeric keys -> lists only when exactly 0..n-1

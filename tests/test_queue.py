@@ -1,17 +1,20 @@
-"""otel_bridge.queue.MemoryQueue: order, batch bounds, linger, nack/ack, backpressure, flush."""
+"""The queue's contract: order, batch bounds, linger, nack/ack, backpressure, flush, pauses. Every test
+runs on both stores (memory and SQLite) through the `new_queue` fixture; the durable store's own
+promises (restart, one bridge per directory) follow at the end."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otel_bridge.errors import QueueFullError
-from otel_bridge.queue import Batch, MemoryQueue, body_size
+from otel_bridge.errors import ConfigError, QueueFullError
+from otel_bridge.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, body_size, open_queue
 
 LONG = 30.0  # a linger no test waits for
 
@@ -34,21 +37,36 @@ def calls(prefix: str, n: int, size: int = 0) -> list[bytes]:
     return out
 
 
-async def take_now(queue: MemoryQueue, *, max_calls: int = 1000, max_bytes: int = 10**9) -> Batch:
+@pytest.fixture(params=["memory", "sqlite"])
+def new_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., CallQueue]]:
+    """new_queue(max_bytes=...) -> a CallQueue on the store under test (call it inside the test's loop)."""
+    made: list[CallQueue] = []
+
+    def make(*, max_bytes: int) -> CallQueue:
+        store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / f"queue-{len(made)}")
+        made.append(CallQueue(store, max_bytes=max_bytes))
+        return made[-1]
+
+    yield make
+    for queue in made:
+        asyncio.run(queue.close())  # the SQLite store's thread, file and directory lock
+
+
+async def take_now(queue: CallQueue, *, max_calls: int = 1000, max_bytes: int = 10**9) -> Batch:
     """A take that must return without lingering."""
     return await asyncio.wait_for(queue.take(max_calls=max_calls, max_bytes=max_bytes, linger=LONG), timeout=1.0)
 
 
 def test_body_size_matches_batch_body() -> None:
     for n in range(0, 5):
-        batch = Batch("e/p", calls("c", n), 0)
+        batch = Batch("e/p", calls("c", n))
         assert body_size(sum(len(c) for c in batch.calls), n) == len(batch.body())
         assert json.loads(batch.body()) == {"batch": [json.loads(c) for c in batch.calls]}
 
 
-def test_put_take_order_per_project() -> None:
+def test_put_take_order_per_project(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         a, b = calls("a", 5), calls("b", 3)
         await queue.put({"e/a": a[:2], "e/b": b[:1]})
         await queue.put({"e/a": a[2:], "e/b": b[1:]})
@@ -57,15 +75,18 @@ def test_put_take_order_per_project() -> None:
         second = await take_now(queue)
         assert (first.project, first.calls) == ("e/a", a)
         assert (second.project, second.calls) == ("e/b", b)
-        assert queue.size_calls == 0
+        assert queue.size_calls == 8  # in flight until acked, like size_bytes
+        queue.ack(first)
+        queue.ack(second)
+        assert queue.size_calls == 0 and queue.idle()
 
     run(scenario)
 
 
 @pytest.mark.parametrize(("n", "max_calls", "sizes"), [(10, 3, [3, 3, 3, 1]), (4, 4, [4]), (5, 1, [1] * 5)])
-def test_batches_bounded_by_max_calls(n: int, max_calls: int, sizes: list[int]) -> None:
+def test_batches_bounded_by_max_calls(new_queue, n: int, max_calls: int, sizes: list[int]) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", n)
         await queue.put({"e/p": sent})
         queue.flush()
@@ -77,14 +98,14 @@ def test_batches_bounded_by_max_calls(n: int, max_calls: int, sizes: list[int]) 
 
 
 @pytest.mark.parametrize(("call_size", "n", "max_bytes"), [(50, 10, 200), (50, 10, 12 + 50 * 3 + 2), (37, 7, 100)])
-def test_batches_bounded_by_max_bytes(call_size: int, n: int, max_bytes: int) -> None:
+def test_batches_bounded_by_max_bytes(new_queue, call_size: int, n: int, max_bytes: int) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", n, size=call_size)
         await queue.put({"e/p": sent})
         queue.flush()
         got: list[Batch] = []
-        while queue.size_calls:
+        while sum(len(b.calls) for b in got) < n:
             got.append(await take_now(queue, max_bytes=max_bytes))
         assert [c for b in got for c in b.calls] == sent
         taken = 0
@@ -98,9 +119,9 @@ def test_batches_bounded_by_max_bytes(call_size: int, n: int, max_bytes: int) ->
     run(scenario)
 
 
-def test_body_exactly_max_bytes_fits() -> None:
+def test_body_exactly_max_bytes_fits(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 3, size=40)
         max_bytes = len(Batch("e/p", sent[:2]).body())  # two calls fill it exactly
         await queue.put({"e/p": sent})
@@ -111,9 +132,9 @@ def test_body_exactly_max_bytes_fits() -> None:
     run(scenario)
 
 
-def test_single_call_larger_than_max_bytes_is_taken_alone() -> None:
+def test_single_call_larger_than_max_bytes_is_taken_alone(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         small1, small2 = calls("s", 2, size=30)
         [big] = calls("big", 1, size=500)
         await queue.put({"e/p": [small1, big, small2]})
@@ -124,9 +145,9 @@ def test_single_call_larger_than_max_bytes_is_taken_alone() -> None:
     run(scenario)
 
 
-def test_take_lingers_when_not_full() -> None:
+def test_take_lingers_when_not_full(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 2)
         await queue.put({"e/p": sent})
         started = time.monotonic()
@@ -137,9 +158,9 @@ def test_take_lingers_when_not_full() -> None:
     run(scenario)
 
 
-def test_take_lingers_until_the_oldest_call_is_due() -> None:
+def test_take_lingers_until_the_oldest_call_is_due(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         a, b = calls("c", 2)
         await queue.put({"e/p": [a]})
         await asyncio.sleep(0.03)
@@ -150,9 +171,9 @@ def test_take_lingers_until_the_oldest_call_is_due() -> None:
     run(scenario)
 
 
-def test_take_returns_at_once_when_full() -> None:
+def test_take_returns_at_once_when_full(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 3)
         await queue.put({"e/p": sent})
         batch = await take_now(queue, max_calls=2)
@@ -161,9 +182,9 @@ def test_take_returns_at_once_when_full() -> None:
     run(scenario)
 
 
-def test_waiting_take_wakes_when_a_put_fills_the_batch() -> None:
+def test_waiting_take_wakes_when_a_put_fills_the_batch(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 3)
         waiter = asyncio.create_task(queue.take(max_calls=3, max_bytes=10**6, linger=LONG))
         await queue.put({"e/p": sent[:1]})
@@ -176,9 +197,9 @@ def test_waiting_take_wakes_when_a_put_fills_the_batch() -> None:
     run(scenario)
 
 
-def test_flush_makes_take_return_immediately() -> None:
+def test_flush_makes_take_return_immediately(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 1)
         await queue.put({"e/p": sent})
         waiter = asyncio.create_task(queue.take(max_calls=10, max_bytes=10**6, linger=LONG))
@@ -194,9 +215,9 @@ def test_flush_makes_take_return_immediately() -> None:
     run(scenario)
 
 
-def test_nack_puts_calls_back_at_the_front_in_order() -> None:
+def test_nack_puts_calls_back_at_the_front_in_order(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         sent = calls("c", 5)
         await queue.put({"e/p": sent})
         first = await take_now(queue, max_calls=3)
@@ -212,9 +233,9 @@ def test_nack_puts_calls_back_at_the_front_in_order() -> None:
     run(scenario)
 
 
-def test_nacked_project_is_served_before_other_projects() -> None:
+def test_nacked_project_is_served_before_other_projects(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         a, b = calls("a", 2), calls("b", 2)
         await queue.put({"e/a": a})
         await queue.put({"e/b": b})
@@ -230,9 +251,9 @@ def test_nacked_project_is_served_before_other_projects() -> None:
     run(scenario)
 
 
-def test_nack_before_newer_calls_of_the_same_project() -> None:
+def test_nack_before_newer_calls_of_the_same_project(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         old, new = calls("old", 2), calls("new", 2)
         await queue.put({"e/p": old})
         taken = await take_now(queue, max_calls=2)
@@ -244,29 +265,29 @@ def test_nack_before_newer_calls_of_the_same_project() -> None:
     run(scenario)
 
 
-def test_ack_frees_bytes() -> None:
+def test_ack_frees_bytes(new_queue) -> None:
     async def scenario() -> None:
         sent = calls("c", 2, size=100)
-        queue = MemoryQueue(max_bytes=200)
+        queue = new_queue(max_bytes=200)
         await queue.put({"e/p": sent})
         assert queue.size_bytes == 200
         batch = await take_now(queue, max_calls=2)
         assert queue.size_bytes == 200  # in flight still counts
-        assert not queue.empty()
+        assert not queue.idle()
         with pytest.raises(QueueFullError):
             await queue.put({"e/p": calls("d", 1, size=100)})
         queue.ack(batch)
         assert queue.size_bytes == 0
-        assert queue.empty()
+        assert queue.idle()
         await queue.put({"e/p": calls("d", 2, size=100)})  # room again
         assert queue.size_bytes == 200
 
     run(scenario)
 
 
-def test_nack_keeps_bytes_counted() -> None:
+def test_nack_keeps_bytes_counted(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=300)
+        queue = new_queue(max_bytes=300)
         await queue.put({"e/p": calls("c", 2, size=100)})
         batch = await take_now(queue, max_calls=1)
         queue.nack(batch)
@@ -275,21 +296,21 @@ def test_nack_keeps_bytes_counted() -> None:
     run(scenario)
 
 
-def test_put_beyond_max_bytes_is_refused_all_or_nothing() -> None:
+def test_put_beyond_max_bytes_is_refused_all_or_nothing(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=250, retry_after=2.5)
+        queue = new_queue(max_bytes=250)
         first = calls("a", 2, size=100)
         await queue.put({"e/a": first})
         with pytest.raises(QueueFullError) as refused:
             await queue.put({"e/a": calls("x", 1, size=30), "e/b": calls("y", 1, size=30)})
-        assert refused.value.retry_after == 2.5
+        assert refused.value.retry_after == QUEUE_FULL_RETRY_AFTER
         assert "max_bytes" in str(refused.value)
         assert (queue.size_bytes, queue.size_calls) == (200, 2)
         queue.flush()
         batch = await take_now(queue)
         assert (batch.project, batch.calls) == ("e/a", first)  # nothing from the refused put
         queue.ack(batch)
-        assert queue.empty()
+        assert queue.idle()
         await queue.put({"e/b": calls("z", 1, size=50)})  # exactly max_bytes in all is fine
         await queue.put({"e/b": calls("w", 2, size=100)})
         assert queue.size_bytes == 250
@@ -297,9 +318,9 @@ def test_put_beyond_max_bytes_is_refused_all_or_nothing() -> None:
     run(scenario)
 
 
-def test_projects_served_oldest_first() -> None:
+def test_projects_served_oldest_first(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         await queue.put({"e/a": [b'"a1"']})
         time.sleep(0.002)  # distinct enqueue times
         await queue.put({"e/b": [b'"b1"']})
@@ -313,9 +334,9 @@ def test_projects_served_oldest_first() -> None:
     run(scenario)
 
 
-def test_busy_project_does_not_starve_others() -> None:
+def test_busy_project_does_not_starve_others(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         await queue.put({"e/busy": calls("a", 4)})
         time.sleep(0.002)
         await queue.put({"e/quiet": calls("q", 1)})
@@ -332,9 +353,9 @@ def test_busy_project_does_not_starve_others() -> None:
     run(scenario)
 
 
-def test_projects_served_in_arrival_order_when_all_due() -> None:
+def test_projects_served_in_arrival_order_when_all_due(new_queue) -> None:
     async def scenario() -> None:
-        queue = MemoryQueue(max_bytes=10**6)
+        queue = new_queue(max_bytes=10**6)
         for project in ("e/c", "e/a", "e/b"):
             await queue.put({project: calls(project, 1)})
             time.sleep(0.002)
@@ -342,3 +363,130 @@ def test_projects_served_in_arrival_order_when_all_due() -> None:
         assert [(await take_now(queue)).project for _ in range(3)] == ["e/c", "e/a", "e/b"]
 
     run(scenario)
+
+
+def test_a_paused_project_waits_while_others_flow(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000)
+        queue.flush()  # no lingering
+        await queue.put({"e/blocked": calls("b", 2), "e/ok": calls("o", 2)})
+        queue.pause("e/blocked", 0.2)
+        assert queue.paused_projects() == ["e/blocked"]
+        ok = await take_now(queue)
+        assert ok.project == "e/ok"
+        queue.ack(ok)
+        assert queue.idle()  # only a paused project is left: nothing to do now
+        started = time.monotonic()
+        blocked = await asyncio.wait_for(queue.take(max_calls=1000, max_bytes=10**9, linger=0), 5)
+        assert blocked.calls == calls("b", 2)
+        assert time.monotonic() - started >= 0.1
+        assert queue.paused_projects() == []
+
+    run(scenario)
+
+
+def test_a_held_project_is_skipped_until_released(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000)
+        queue.flush()  # no lingering
+        await queue.put({"e/failing": calls("f", 2), "e/ok": calls("o", 2)})
+        assert queue.hold("e/failing") is True  # one of its batches waits to be retried
+        assert queue.hold("e/failing") is False  # one holder at a time
+        ok = await take_now(queue)
+        assert ok.project == "e/ok"
+        queue.ack(ok)
+        waiting = asyncio.create_task(queue.take(max_calls=1000, max_bytes=10**9, linger=0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # only a held project has calls
+        queue.release("e/failing")
+        held = await asyncio.wait_for(waiting, 5)
+        assert held.calls == calls("f", 2)
+        assert queue.hold("e/failing") is True  # free again after release
+
+    run(scenario)
+
+
+def test_a_put_whose_caller_gave_up_is_still_delivered(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000)
+        queue.flush()  # no lingering
+        put = asyncio.create_task(queue.put({"e/p": calls("a", 3)}))
+        await asyncio.sleep(0)
+        put.cancel()  # an exporter's deadline passed while the calls were being stored
+        await asyncio.sleep(0.1)
+        assert (await asyncio.wait_for(queue.take(max_calls=1000, max_bytes=10**9, linger=0), 5)).calls == calls("a", 3)
+
+    run(scenario)
+
+
+def test_many_concurrent_puts_keep_each_requests_order(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000_000)
+        await asyncio.gather(*(queue.put({f"e/p{i % 3}": calls(f"r{i}-", 50)}) for i in range(30)))
+        assert queue.size_calls == 1500
+        seen: dict[str, list[bytes]] = {}
+        while not queue.idle():
+            batch = await queue.take(max_calls=64, max_bytes=10_000_000, linger=0)
+            seen.setdefault(batch.project, []).extend(batch.calls)
+            queue.ack(batch)
+        for i in range(30):
+            mine = [c for c in seen[f"e/p{i % 3}"] if json.loads(c)["id"].startswith(f"r{i}-")]
+            assert mine == calls(f"r{i}-", 50)
+
+    run(scenario)
+
+
+# ---- the durable store only
+
+
+def test_what_was_not_acknowledged_survives_a_restart(tmp_path):
+    directory = tmp_path / "queue"
+
+    async def first_run():
+        queue = open_queue(str(directory), max_bytes=10_000)
+        await queue.put({"e/p": calls("a", 3), "e/q": calls("q", 1)})
+        await queue.put({"e/p": calls("b", 2)})
+        delivered = await queue.take(max_calls=3, max_bytes=10_000, linger=0)
+        assert delivered.calls == calls("a", 3)
+        queue.ack(delivered)
+        in_flight = await queue.take(max_calls=1, max_bytes=10_000, linger=0)
+        assert in_flight.calls == calls("q", 1)  # never acked: as if the process died while sending it
+        await queue.close()
+
+    async def second_run():
+        queue = open_queue(str(directory), max_bytes=10_000)
+        assert (queue.size_calls, queue.size_bytes) == (3, sum(map(len, calls("b", 2) + calls("q", 1))))
+        found = {}
+        while not queue.idle():
+            batch = await queue.take(max_calls=10, max_bytes=10_000, linger=60)  # due at once: no lingering
+            found[batch.project] = batch.calls
+            queue.ack(batch)
+        assert found == {"e/p": calls("b", 2), "e/q": calls("q", 1)}
+        await queue.put({"e/p": calls("c", 1)})  # new ids do not collide with recovered ones
+        await queue.close()
+
+    async def third_run():
+        queue = open_queue(str(directory), max_bytes=10_000)
+        assert (await take_now(queue)).calls == calls("c", 1)
+        await queue.close()
+
+    run(first_run)
+    run(second_run)
+    run(third_run)
+
+
+def test_one_directory_serves_one_bridge(tmp_path):
+    async def scenario():
+        queue = open_queue(str(tmp_path / "queue"), max_bytes=100)
+        with pytest.raises(ConfigError, match="in use by another otel-bridge process"):
+            SqliteStore(tmp_path / "queue")
+        await queue.close()
+        open_queue(str(tmp_path / "queue"), max_bytes=100)  # released on close
+
+    run(scenario)
+
+
+def test_an_unusable_directory_names_the_key(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"exporter\.queue\.directory"):
+        SqliteStore(tmp_path / "file" / "queue")

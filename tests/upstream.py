@@ -124,6 +124,7 @@ class UpstreamServer:
         self._scripted: collections.deque[_ScriptedAnswer] = collections.deque()
         self._rejected_ids: frozenset[str] = frozenset()
         self._rejected_status = 422
+        self._failing_projects: dict[str, int] = {}
         self._down = False
 
         self._httpd: ThreadingHTTPServer | None = None
@@ -217,6 +218,15 @@ class UpstreamServer:
         elif self._httpd is None and self._port:
             self._listen()
 
+    def fail_project(self, project: str, status: int | None = 503) -> None:
+        """Answer every request for `project` ("entity/project") with `status` until fail_project(project,
+        None); requests for other projects are handled as usual."""
+        with self._cond:
+            if status is None:
+                self._failing_projects.pop(project, None)
+            else:
+                self._failing_projects[project] = status
+
     def reject_ids(self, ids: Iterable[str], status: int = 422) -> None:
         """Reject (until changed) any request whose batch holds one of these
         call ids; nothing in such a request is accepted. reject_ids(()) clears."""
@@ -290,6 +300,7 @@ class UpstreamServer:
             self._scripted.clear()
             self._rejected_ids = frozenset()
             self._rejected_status = 422
+            self._failing_projects.clear()
         self.max_body_bytes = None
         self.delay = 0.0
         self.retry_after = None
@@ -343,6 +354,11 @@ class UpstreamServer:
         if method != "POST":
             raise self._invalid(method, path, 405, {"detail": "Method Not Allowed"},
                                 f"method {method} not allowed")
+
+        with self._cond:
+            failing = self._failing_projects.get("/".join(unquote(s) for s in route.group("entity", "project")))
+        if failing is not None:
+            raise _Answer(failing, {"detail": "project failing (scripted by test)"}, "fail_project")
 
         if self.max_body_bytes is not None and len(raw) > self.max_body_bytes:
             raise _Answer(413, {"detail": f"body of {len(raw)} bytes exceeds {self.max_body_bytes}"},

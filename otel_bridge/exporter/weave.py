@@ -8,18 +8,32 @@ import time
 import httpx
 
 from otel_bridge import __version__
-from otel_bridge.errors import PermanentError, RetryableError
+from otel_bridge.errors import (
+    InvalidCallsError,
+    PermanentError,
+    ProjectBlockedError,
+    RequestTooLargeError,
+    RetryableError,
+)
 from otel_bridge.queue import Batch
 
-__all__ = ["WeaveSender", "RETRYABLE_STATUS", "parse_retry_after"]
+__all__ = ["WeaveSender", "is_retryable", "parse_retry_after"]
 
-# Retryable: the same request may succeed later. Everything else in 4xx is the request's own fault.
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+def is_retryable(status: int) -> bool:
+    """The same request may succeed later: timeouts, throttling and server errors. The rest of 4xx is
+    the request's own fault."""
+    return status in (408, 429) or 500 <= status <= 599
+
 _MAX_RETRY_AFTER = 300.0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """A Retry-After header (delay-seconds or HTTP-date) -> seconds to wait, clamped to [0, 300]."""
+    """A Retry-After header (delay-seconds or HTTP-date) -> seconds to wait, clamped to [0, 300].
+
+    The clamp keeps one odd header from parking a batch for hours; a server that still wants more time
+    answers 429/503 again, and the wait starts over.
+    """
     if not value:
         return None
     value = value.strip()
@@ -33,12 +47,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(moment.timestamp() - now, _MAX_RETRY_AFTER))
 
 
+# The upstream's answer kept with an error (and in the dead-letter file): enough for FastAPI's per-call details.
+_MAX_ANSWER = 64 * 1024
+
+
 class WeaveSender:
-    def __init__(self, *, base_url: str, api_key: str, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    """The transport: one POST per batch. Turns every outcome into success or one of our errors."""
+
+    def __init__(self, *, base_url: str, api_key: str, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url
         self._client = httpx.AsyncClient(
             auth=httpx.BasicAuth("api", api_key),
-            timeout=timeout,
+            timeout=None,  # the timeout layer bounds each attempt as a whole (exporter.weave.timeout)
             headers={"Content-Type": "application/json", "User-Agent": f"otel-bridge/{__version__}"},
             transport=transport,
         )
@@ -50,20 +70,27 @@ class WeaveSender:
         url = self.url(batch.project)
         try:
             response = await self._client.post(url, content=batch.body())
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"POST {url} timed out: {exc!r}") from None
         except httpx.TransportError as exc:
             raise RetryableError(f"POST {url} failed: {exc!r}") from None
         status = response.status_code
         if status < 300:
             return
-        detail = response.text[:500]
-        message = f"POST {url} answered {status}: {detail}"
-        if status in RETRYABLE_STATUS:
-            raise RetryableError(message, status=status, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        answer = response.text[:_MAX_ANSWER]
+        message = f"POST {url} answered {status}: {answer[:500]}"
+        if is_retryable(status):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RetryableError(message, status=status, answer=answer, retry_after=retry_after)
         if status in (401, 403):
-            message += " (check exporter.weave.api_key / WANDB_API_KEY and access to the project)"
-        raise PermanentError(message, status=status)
+            raise ProjectBlockedError(
+                f"{message} (check exporter.weave.api_key / WANDB_API_KEY, and that the key may write to {batch.project})",
+                status=status,
+                answer=answer,
+            )
+        if status == 413:
+            raise RequestTooLargeError(message, status=status, answer=answer)
+        if status == 422:
+            raise InvalidCallsError(message, status=status, answer=answer)
+        raise PermanentError(message, status=status, answer=answer)
 
     async def close(self) -> None:
         await self._client.aclose()

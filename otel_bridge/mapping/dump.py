@@ -31,15 +31,15 @@ def scope_dump(scope: Any, sanitizer: Sanitizer) -> dict[str, Any]:
     }
 
 
-def _events(span: Any, sanitizer: Sanitizer) -> list[dict[str, Any]]:
+def _events(span: Any, event_trees: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     return [
         {
-            "name": event.name,
+            "name": name,
             "timestamp": event.time_unix_nano,
-            "attributes": attribute_tree(event.attributes, sanitizer),
+            "attributes": tree,
             "dropped_attributes_count": event.dropped_attributes_count,
         }
-        for event in span.events
+        for event, (name, tree) in zip(span.events, event_trees)
     ]
 
 
@@ -64,10 +64,12 @@ def span_dump(
     span_id: str,
     parent_id: str | None,
     tree: dict[str, Any],
+    event_trees: list[tuple[str, dict[str, Any]]],
     resource: dict[str, Any],
     scope: dict[str, Any],
     sanitizer: Sanitizer,
 ) -> dict[str, Any]:
+    """The span as JSON; `event_trees` are the (name, attribute tree) of its events, built once by the caller."""
     status = span.status
     return {
         "name": span.name,
@@ -81,7 +83,7 @@ def span_dump(
         "status": {"code": STATUS_CODE_NAMES.get(status.code, str(status.code)), "message": status.message},
         "attributes": tree,
         "dropped_attributes_count": span.dropped_attributes_count,
-        "events": _events(span, sanitizer),
+        "events": _events(span, event_trees),
         "dropped_events_count": span.dropped_events_count,
         "links": _links(span, sanitizer),
         "dropped_links_count": span.dropped_links_count,

@@ -7,7 +7,10 @@ from typing import Any
 from otel_bridge.mapping.rules import Source
 from otel_bridge.otlp import CONFLICT_KEY
 
-__all__ = ["find", "first", "first_present", "first_truthy", "as_int", "as_str"]
+__all__ = ["find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
+
+# The schema's integers are 64-bit upstream; a larger count is not a count (and orjson cannot write it).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def find(tree: Any, path: tuple[str, ...]) -> Any:
@@ -31,9 +34,10 @@ def find(tree: Any, path: tuple[str, ...]) -> Any:
 def first_truthy(tree: dict[str, Any], sources: tuple[Source, ...]) -> tuple[str, Any] | None:
     """The first source whose value is present and non-empty, as (key as written, value)."""
     for key, path in sources:
-        value = find(tree, path)
-        if value:
-            return key, value
+        if path[0] in tree:  # most sources belong to conventions the span does not use
+            value = find(tree, path)
+            if value:
+                return key, value
     return None
 
 
@@ -45,44 +49,51 @@ def first(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
 def first_present(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
     """The first source whose value is present, even when it is 0 or False."""
     for _, path in sources:
-        value = find(tree, path)
-        if value is not None:
-            return value
+        if path[0] in tree:
+            value = find(tree, path)
+            if value is not None:
+                return value
     return None
 
 
+def _scalar(value: Any) -> Any:
+    # `x` beside `x.y` (e.g. gen_ai.usage.input_tokens and Sentry's gen_ai.usage.input_tokens.cached): the
+    # scalar sent for `x` is kept under CONFLICT_KEY.
+    return value.get(CONFLICT_KEY) if type(value) is dict else value
+
+
 def as_int(value: Any) -> int | None:
-    """Token counts arrive as ints, floats or strings depending on the instrumentation. A number that does
-    not fit in 64 bits (a float like 1e300, a string of 30 digits) is not a count, and JSON could not carry it."""
-    if type(value) is dict:
-        # `x` beside `x.y` (e.g. gen_ai.usage.input_tokens and Sentry's gen_ai.usage.input_tokens.cached):
-        # the scalar sent for `x` is kept under CONFLICT_KEY.
-        value = value.get(CONFLICT_KEY)
+    """Token counts arrive as ints, floats or strings depending on the instrumentation."""
+    value = _scalar(value)
     kind = type(value)
-    if kind is int:
-        number = value
-    elif kind is float and value.is_integer():
-        number = int(value)
+    if kind is float and value.is_integer():
+        value = int(value)
     elif kind is str:
         try:
-            number = int(value.strip())
+            value = int(value.strip())
         except ValueError:
             return None
-    else:
+    elif kind is not int:
         return None
-    return number if _INT64_MIN <= number <= _INT64_MAX else None
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+    return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
 def as_str(value: Any) -> str | None:
-    if type(value) is dict:
-        value = value.get(CONFLICT_KEY)  # a scalar `x` beside `x.y`, as in as_int
+    value = _scalar(value)
     if value is None or value == "":
         return None
     if type(value) is str:
         return value
     if type(value) in (int, float, bool):
         return str(value)
+    return None
+
+
+def as_bool(value: Any) -> bool | None:
+    """A boolean, also when an SDK sent it as the string "true" or "false"."""
+    value = _scalar(value)
+    if type(value) is bool:
+        return value
+    if type(value) is str and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     return None

@@ -14,10 +14,10 @@ import orjson
 
 from otel_bridge.config import PROJECT_FORM, parse_project
 from otel_bridge.errors import RejectedSpan
+from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping.dump import resource_dump, scope_dump
 from otel_bridge.mapping.lookup import as_str, find
 from otel_bridge.mapping.rules import Rules
-from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping.span import map_span
 from otel_bridge.otlp import attribute_tree, short_hex
 from otel_bridge.redact import Redaction
@@ -33,14 +33,13 @@ NO_PROJECT = (
 )
 _MAX_REASONS = 3
 
-
 # What a limit hit did, for the partial_success warning: (count, limit) -> text.
 _LIMIT_WARNINGS = {
     "max_attribute_value_length": "{n} values cut to {limit} characters or bytes (mapping.limits.max_attribute_value_length)",
     "max_attributes": "{n} attributes dropped over {limit} per list (mapping.limits.max_attributes)",
     "max_events": "{n} events dropped over {limit} per span (mapping.limits.max_events)",
     "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
-    "max_depth": "{n} values nested deeper than {limit} levels cut (mapping.limits.max_depth)",
+    "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
 }
 
 

@@ -1,38 +1,35 @@
-"""Rule tables: the data that says which attribute keys fill which call field.
+"""Rule tables: the data that says which span attributes fill which call field.
 
-The defaults ship as `rules.yaml` beside this file. Tables are compiled once into key paths, so the hot
-path walks tuples and never splits strings.
+The defaults ship as `rules.yaml` beside this file; the `mapping:` section of the config edits them
+(`apply_edits`), and `compile_rules` turns the result into key paths once, so the hot path walks tuples
+and never splits strings.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import yaml
 
-__all__ = ["Rules", "Source", "compile_rules", "default_tables", "DEFAULT_RULES"]
+__all__ = [
+    "DEFAULT_RULES",
+    "KeyPath",
+    "Rules",
+    "Source",
+    "apply_edits",
+    "as_config",
+    "build_rules",
+    "compile_rules",
+    "default_tables",
+]
 
-# A source is the attribute key as written (used as the key in inputs/output) and its path.
-Source = tuple[str, tuple[str, ...]]
-
-
-def _sources(keys: list[str]) -> tuple[Source, ...]:
-    return tuple((key, tuple(key.split("."))) for key in keys)
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    inputs: tuple[Source, ...]
-    output: tuple[Source, ...]
-    attributes: dict[str, tuple[Source, ...]]
-    usage: dict[str, tuple[Source, ...]]
-    fields: dict[str, tuple[Source, ...]]
-    tables: dict[str, Any]  # the tables as plain data, as check-config shows them
-
-    def field(self, name: str) -> tuple[Source, ...]:
-        return self.fields.get(name, ())
+KeyPath = tuple[str, ...]
+# A source is the attribute key as written (inputs/output store the value under it) and its path.
+Source = tuple[str, KeyPath]
+Sources = tuple[Source, ...]
 
 
 def default_tables() -> dict[str, Any]:
@@ -40,15 +37,123 @@ def default_tables() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+def _edit_list(current: list[str], edit: Any) -> list[str]:
+    """A list replaces the table; {prepend: [...], append: [...]} extends it (keys already in it move)."""
+    if type(edit) is list:
+        return list(edit)
+    front, back = edit.get("prepend", []), edit.get("append", [])
+    kept = [key for key in current if key not in front and key not in back]
+    return [*front, *kept, *back]
+
+
+def apply_edits(tables: dict[str, Any], edits: dict[str, Any]) -> dict[str, Any]:
+    """The tables with the config's `mapping:` edits applied; `edits` is already validated (config.py).
+
+    A list table takes a list edit. A table of named entries (attributes, usage, ...) takes, per entry, a
+    list edit, a plain value for the message-event roles and renames, or null to remove the entry; a name
+    that is not there yet adds an entry.
+    """
+    result = copy.deepcopy(tables)
+    for name, edit in edits.items():
+        if edit is None:
+            continue
+        table = result[name]
+        if type(table) is list:
+            result[name] = _edit_list(table, edit)
+            continue
+        for entry, entry_edit in edit.items():
+            if entry_edit is None:
+                table.pop(entry, None)
+            elif type(entry_edit) is str:
+                table[entry] = entry_edit
+            else:
+                table[entry] = _edit_list(table.get(entry, []), entry_edit)
+    return result
+
+
+def _path(key: str) -> KeyPath:
+    return tuple(key.split("."))
+
+
+def _sources(keys: list[str]) -> Sources:
+    return tuple((key, _path(key)) for key in keys)
+
+
+def _value_sets(table: dict[str, list[str]]) -> tuple[tuple[KeyPath, frozenset[str]], ...]:
+    return tuple((_path(key), frozenset(values)) for key, values in table.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The compiled tables: one attribute per table of rules.yaml."""
+
+    inputs: Sources
+    output: Sources
+    content_events: frozenset[str]
+    input_message_events: dict[str, str]
+    output_message_events: dict[str, str]
+    attributes: tuple[tuple[str, Sources], ...]
+    custom_attributes: Sources
+    usage: tuple[tuple[str, Sources], ...]
+    model_calls: tuple[tuple[KeyPath, frozenset[str]], ...]
+    usage_rollups: tuple[tuple[KeyPath, frozenset[str]], ...]
+    op_name: Sources
+    display_name: Sources
+    thread_id: Sources
+    is_turn: Sources
+    wb_run_id: Sources
+    wb_run_step: Sources
+    wb_run_step_end: Sources
+    started_at: Sources
+    ended_at: Sources
+    exception: Sources
+    drop: tuple[KeyPath, ...]
+    rename: tuple[tuple[KeyPath, KeyPath], ...]
+    tables: dict[str, Any]  # the effective tables as plain data, as check-config shows them
+
+
 def compile_rules(tables: dict[str, Any]) -> Rules:
     return Rules(
         inputs=_sources(tables["inputs"]),
         output=_sources(tables["output"]),
-        attributes={name: _sources(keys) for name, keys in tables["attributes"].items()},
-        usage={name: _sources(keys) for name, keys in tables["usage"].items()},
-        fields={name: _sources(keys) for name, keys in tables["fields"].items()},
+        content_events=frozenset(tables["content_events"]),
+        input_message_events=dict(tables["input_message_events"]),
+        output_message_events=dict(tables["output_message_events"]),
+        attributes=tuple((name, _sources(keys)) for name, keys in tables["attributes"].items()),
+        custom_attributes=_sources(tables["custom_attributes"]),
+        usage=tuple((name, _sources(keys)) for name, keys in tables["usage"].items()),
+        model_calls=_value_sets(tables["model_calls"]),
+        usage_rollups=_value_sets(tables["usage_rollups"]),
+        op_name=_sources(tables["op_name"]),
+        display_name=_sources(tables["display_name"]),
+        thread_id=_sources(tables["thread_id"]),
+        is_turn=_sources(tables["is_turn"]),
+        wb_run_id=_sources(tables["wb_run_id"]),
+        wb_run_step=_sources(tables["wb_run_step"]),
+        wb_run_step_end=_sources(tables["wb_run_step_end"]),
+        started_at=_sources(tables["started_at"]),
+        ended_at=_sources(tables["ended_at"]),
+        exception=_sources(tables["exception"]),
+        drop=tuple(_path(key) for key in tables["drop"]),
+        rename=tuple((_path(old), _path(new)) for old, new in tables["rename"].items()),
         tables=tables,
     )
+
+
+def as_config(tables: dict[str, Any]) -> dict[str, Any]:
+    """Effective tables as a `mapping:` section that gives them again: every table in full, and the
+    default entries a table of named entries no longer has written as null (removed)."""
+    config = copy.deepcopy(tables)
+    for name, default in default_tables().items():
+        if type(default) is dict:
+            for entry in default:
+                config[name].setdefault(entry, None)
+    return config
+
+
+def build_rules(edits: dict[str, Any]) -> Rules:
+    """The rules for a config's `mapping:` edits (Mapping.edits())."""
+    return compile_rules(apply_edits(default_tables(), edits))
 
 
 DEFAULT_RULES = compile_rules(default_tables())

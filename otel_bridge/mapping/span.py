@@ -12,7 +12,8 @@ from typing import Any
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping import content
 from otel_bridge.mapping.dump import span_dump
-from otel_bridge.mapping.lookup import as_int, as_str, find, first, first_present, first_truthy
+from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, first_present
+from otel_bridge.mapping.rewrite import rewrite
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
 from otel_bridge.otlp import attribute_tree, iso_time, short_hex
@@ -23,12 +24,10 @@ __all__ = ["map_span", "op_name"]
 MAX_OP_NAME_LENGTH = 128
 MAX_DISPLAY_NAME_LENGTH = 1024
 _STATUS_ERROR = 2
-_IS_TURN_PATH = ("wandb", "is_turn")
-_ERROR_TYPE_PATH = ("error", "type")
 
 
 def op_name(name: str) -> str:
-    """The span name, at most 128 characters: longer names keep their start plus `:` and 4 hex of sha256."""
+    """A name of at most 128 characters: longer names keep their start plus `:` and 4 hex of sha256."""
     if not name:
         return "unnamed_span"
     if len(name) <= MAX_OP_NAME_LENGTH:
@@ -80,14 +79,14 @@ def _times(span: Any, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
         raise RejectedSpan("start_time_unix_nano is missing (0)")
     if end == 0:
         raise RejectedSpan("end_time_unix_nano is missing (0): only finished spans can become calls")
-    start = _override_time(first_present(tree, rules.field("started_at"))) or start
-    end = _override_time(first_present(tree, rules.field("ended_at"))) or end
+    start = _override_time(first_present(tree, rules.started_at)) or start
+    end = _override_time(first_present(tree, rules.ended_at)) or end
     # A clock skewed backwards must not produce a call that ends before it starts; otel_dump keeps the
     # times as sent.
     return start, max(start, end)
 
 
-def _exception(span: Any, tree: dict[str, Any]) -> str | None:
+def _exception(span: Any, tree: dict[str, Any], rules: Rules) -> str | None:
     """Non-empty for every ERROR span: an empty string reads back as success upstream."""
     status = span.status
     if status.code != _STATUS_ERROR:
@@ -102,49 +101,57 @@ def _exception(span: Any, tree: dict[str, Any]) -> str | None:
                 return f"{kind}: {message}"
             if kind or message:
                 return kind or message
-    error_type = as_str(find(tree, _ERROR_TYPE_PATH))
-    return error_type or "error"
+    return as_str(first(tree, rules.exception)) or "error"
 
 
-def _attributes(tree: dict[str, Any], rules: Rules) -> dict[str, Any]:
+def _attributes(trees: tuple[dict[str, Any], ...], rules: Rules) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
-    for name, sources in rules.attributes.items():
-        value = first(tree, sources)
-        if value is not None:
-            attributes[name] = value
+    for name, sources in rules.attributes:
+        for tree in trees:
+            value = first(tree, sources)
+            if value is not None:
+                attributes[name] = value
+                break
     return attributes
 
 
-def _explicit_bool(value: Any) -> bool | None:
-    """A boolean, also when an SDK sent it as the string "true" or "false"."""
-    if type(value) is bool:
-        return value
-    if type(value) is str and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
+def _is_turn(tree: dict[str, Any], rules: Rules) -> bool:
+    """The first is_turn source that is set decides: a boolean as it is, any other value means a turn."""
+    for _, path in rules.is_turn:
+        if path[0] in tree:
+            value = find(tree, path)
+            explicit = as_bool(value)
+            if explicit is not None:
+                return explicit
+            if value:
+                return True
+    return False
 
 
 def _thread(tree: dict[str, Any], rules: Rules, span_id: str) -> tuple[str | None, str | None]:
-    thread_id = as_str(first(tree, rules.field("thread_id")))
+    thread_id = as_str(first(tree, rules.thread_id))
     if thread_id is None:
         return None, None
-    explicit = _explicit_bool(find(tree, _IS_TURN_PATH))
-    is_turn = explicit if explicit is not None else first_truthy(tree, rules.field("is_turn")) is not None
-    return thread_id, span_id if is_turn else None
+    return thread_id, span_id if _is_turn(tree, rules) else None
 
 
 def _display_name(tree: dict[str, Any], rules: Rules) -> str | None:
-    name = as_str(first(tree, rules.field("display_name")))
+    name = as_str(first(tree, rules.display_name))
     if name is not None and len(name) > MAX_DISPLAY_NAME_LENGTH:
         name = name[: MAX_DISPLAY_NAME_LENGTH - 3] + "..."
     return name
 
 
 def _wb_run_id(tree: dict[str, Any], rules: Rules, project_id: str) -> str | None:
-    run_id = as_str(first(tree, rules.field("wb_run_id")))
+    run_id = as_str(first(tree, rules.wb_run_id))
     if run_id is not None and "/" not in run_id and ":" not in run_id:
         run_id = f"{project_id}/{run_id}"  # a bare run id belongs to the span's project
     return run_id
+
+
+def _has_output(output: Any) -> bool:
+    # As Weave's own ingestion: a number found (0 included) counts, an empty value does not.
+    return type(output) in (int, bool) or bool(output)
 
 
 def map_span(
@@ -162,17 +169,31 @@ def map_span(
     """
     trace_id, span_id, parent_id = _ids(span)
     tree = attribute_tree(span.attributes, sanitizer)
+    events = [(event.name, attribute_tree(event.attributes, sanitizer)) for event in span.events]
+    if rules.drop or rules.rename:
+        rewrite(tree, rules)
+        for _, event_tree in events:
+            rewrite(event_tree, rules)
     start, end = _times(span, tree, rules)
-    name = op_name(span.name)
+    name = op_name(as_str(first(tree, rules.op_name)) or span.name)
 
-    inputs = content.inputs(tree, rules)
-    output = content.output(tree, rules)
-    attributes = _attributes(tree, rules)
-    token_usage = usage(tree, attributes, rules)
-    custom = first(tree, rules.field("custom_attributes"))
+    # Content events are read only when the span's own attributes lack something (see content.py).
+    trees = (tree, *(t for event_name, t in events if event_name in rules.content_events)) if events else (tree,)
+    inputs = content.inputs(trees, rules)
+    output = content.output(trees, rules)
+    if (inputs is None or output is None) and events:
+        sent, received = content.messages(events, rules)
+        inputs = inputs if inputs is not None else sent
+        output = output if output is not None else received
+    inputs = {} if inputs is None else inputs
+    output = {} if output is None else output
+
+    attributes = _attributes(trees, rules)
+    token_usage = usage(tree, span.kind, attributes, rules)
+    custom = first(tree, rules.custom_attributes)
     if type(custom) is dict:
         attributes.update(custom)
-    if not attributes and not inputs and not output and not token_usage:
+    if not attributes and not inputs and not _has_output(output) and not token_usage:
         attributes = tree  # nothing recognised: keep every attribute where users look first
 
     summary: dict[str, Any] = {
@@ -196,14 +217,14 @@ def map_span(
         "attributes": attributes,
         "inputs": inputs,
         "output": output,
-        "exception": _exception(span, tree),
+        "exception": _exception(span, tree, rules),
         "summary": summary,
     }
     optional = {
         "display_name": _display_name(tree, rules),
         "wb_run_id": _wb_run_id(tree, rules, project_id),
-        "wb_run_step": as_int(first_present(tree, rules.field("wb_run_step"))),
-        "wb_run_step_end": as_int(first_present(tree, rules.field("wb_run_step_end"))),
+        "wb_run_step": as_int(first_present(tree, rules.wb_run_step)),
+        "wb_run_step_end": as_int(first_present(tree, rules.wb_run_step_end)),
     }
     optional["thread_id"], optional["turn_id"] = _thread(tree, rules, span_id)
     for key, value in optional.items():
@@ -215,6 +236,7 @@ def map_span(
         span_id=span_id,
         parent_id=parent_id,
         tree=tree,
+        event_trees=events,
         resource=resource,
         scope=scope,
         sanitizer=sanitizer,

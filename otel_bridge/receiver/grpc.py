@@ -1,4 +1,5 @@
-"""OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on grpc.aio."""
+"""OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export on grpc.aio, and grpc.health.v1
+on the same port (SERVING from start until shutdown begins)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,23 @@ import logging
 import time
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import BadRequestError, QueueFullError
+from otel_bridge.errors import BadRequestError, QueueError
 from otel_bridge.otlp import decode_request
 from otel_bridge.pipeline import Pipeline
+from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
+from otel_bridge.receiver import PROJECT_HEADER, describe_security
+from otel_bridge.receiver.auth import BearerToken, GrpcBearerAuth
+from otel_bridge.receiver.tls import grpc_server_credentials
 
-__all__ = ["GrpcTraceReceiver", "PROJECT_HEADER"]
+__all__ = ["GrpcTraceReceiver", "TRACE_SERVICE"]
 
 log = logging.getLogger("otel_bridge.receiver")
 
-PROJECT_HEADER = "project_id"
-
-
-_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 
 class _TraceService:
@@ -34,24 +37,23 @@ class _TraceService:
         export = grpc.unary_unary_rpc_method_handler(
             self.export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
         )
-        return grpc.method_handlers_generic_handler(_SERVICE, {"Export": export})
+        return grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": export})
 
-    async def export(self, data: bytes, context: grpc.aio.ServicerContext):
+    async def export(self, data: bytes, context: grpc.aio.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
         started = time.perf_counter()
         try:
-            try:
-                request = decode_request(data)
-            except BadRequestError as exc:
-                self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             header_project = None
             for key, value in context.invocation_metadata() or ():
                 if key == PROJECT_HEADER:
                     header_project = value
             try:
+                request = decode_request(data)
                 result = await self.pipeline.export(request, header_project=header_project, transport="grpc")
-            except QueueFullError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except (BadRequestError, QueueError) as exc:
+                if isinstance(exc, BadRequestError):
+                    self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
+                status = status_of(exc)
+                await context.abort(status.grpc_code, status.message, trailing_metadata=grpc_trailing_metadata(status))
             response = trace_service_pb2.ExportTraceServiceResponse()
             if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
                 response.partial_success.rejected_spans = result.rejected_spans
@@ -62,27 +64,51 @@ class _TraceService:
 
 
 class GrpcTraceReceiver:
-    def __init__(self, config: GrpcReceiver, pipeline: Pipeline) -> None:
+    """TLS files are read in __init__, so a bad one fails before any port opens."""
+
+    name = "OTLP/gRPC receiver"
+
+    def __init__(self, config: GrpcReceiver, pipeline: Pipeline, *, shutdown_timeout: float = 5.0) -> None:
         self.config = config
+        self._shutdown_timeout = shutdown_timeout
+        interceptors = []
+        if config.auth is not None:
+            refused = pipeline.metrics.refused_requests.labels(transport="grpc", reason="unauthenticated")
+            token = BearerToken(config.auth.bearer_token.get_secret_value())
+            interceptors.append(GrpcBearerAuth(token, on_refused=refused.inc))
+        self._credentials = grpc_server_credentials(config.tls, "receiver.grpc") if config.tls else None
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(),))
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port: int | None = None
+        self.listening = False
 
     async def start(self) -> None:
         try:
-            self.port = self._server.add_insecure_port(self.config.endpoint)
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(self.config.endpoint)
+            else:
+                self.port = self._server.add_secure_port(self.config.endpoint, self._credentials)
         except RuntimeError:
             self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {self.config.endpoint} (receiver.grpc.endpoint)")
         await self._server.start()
+        await self._health.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.listening = True
         host = self.config.endpoint.rpartition(":")[0]
-        log.info("OTLP/gRPC receiver listening on %s:%d", host, self.port)
+        security = describe_security(self.config.tls, self.config.auth)
+        log.info("OTLP/gRPC receiver listening on %s:%d%s", host, self.port, security)
 
-    async def stop(self, grace: float) -> None:
-        await self._server.stop(grace)
+    async def stop(self) -> None:
+        """NOT_SERVING first, so health-checking load balancers stop sending; in-flight calls get shutdown_timeout."""
+        self.listening = False
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self._shutdown_timeout)

@@ -1,0 +1,194 @@
+"""OTLP/HTTP: POST /v1/traces on aiohttp, protobuf or JSON, plain, gzip or deflate.
+
+A thin adapter over Pipeline.export, the one the gRPC receiver calls: it picks a codec from the
+Content-Type, answers in the request's encoding, and turns each failure into the OTLP/HTTP status:
+
+    401 missing or wrong bearer token (receiver.http.auth)     not retryable
+    400 body that does not decode (bad protobuf, JSON, gzip)   not retryable
+    413 body over receiver.http.max_request_body_size_mib       not retryable (compressed or not)
+    415 Content-Type or Content-Encoding not supported          not retryable
+    413/503 what the queue refuses: receiver/status.py, the table both receivers share
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from otel_bridge.config import HttpReceiver
+from otel_bridge.errors import QueueError
+from otel_bridge.receiver.status import http_headers, status_of
+from otel_bridge.http_server import HttpServer
+from otel_bridge.otlp import decode_request, parse_otlp_json
+from otel_bridge.pipeline import Pipeline
+from otel_bridge.receiver import PROJECT_HEADER, describe_security
+from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
+from otel_bridge.receiver.tls import server_ssl_context
+
+__all__ = ["TRACES_PATH", "build_http_receiver", "otlp_http_app"]
+
+TRACES_PATH = "/v1/traces"
+
+
+def _encode_json(message: Any) -> bytes:
+    return json_format.MessageToJson(message, indent=None).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    content_type: str
+    decode: Callable[[bytes], ExportTraceServiceRequest]
+    encode: Callable[[Any], bytes]
+
+
+_CODECS = {
+    # decode_request raises BadRequestError (a ValueError) saying why the bytes are not a request.
+    "application/x-protobuf": _Codec("application/x-protobuf", decode_request, lambda m: m.SerializeToString()),
+    "application/json": _Codec("application/json", parse_otlp_json, _encode_json),
+}
+# zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
+_DECOMPRESS_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_IDENTITY = ("", "identity")
+
+_METHOD_NOT_ALLOWED = "405 method not allowed, supported: [POST]"
+_UNSUPPORTED_TYPE = f"415 unsupported media type, supported: [{', '.join(sorted(_CODECS))}]"
+_UNSUPPORTED_ENCODING = "415 unsupported Content-Encoding {!r}, supported: [gzip, deflate, identity]"
+# The google.rpc code in an error body, per HTTP status.
+_GRPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+}
+
+
+class _Refused(Exception):
+    """Raised inside the handler to answer with an error status; `reason` is the metric label."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=message, headers=headers)
+
+
+def _status(codec: _Codec, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    # OTLP/HTTP: an error body is a google.rpc.Status in the request's encoding.
+    body = codec.encode(status_pb2.Status(code=_GRPC_CODE[status], message=message))
+    return web.Response(status=status, body=body, content_type=codec.content_type, headers=headers)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = _Refused(413, "too_large", f"request body over {limit} bytes (receiver.http.max_request_body_size_mib)")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large  # refused before reading a byte of it
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decompress(body: bytes, wbits: int, limit: int) -> bytes:
+    """Inflate at most `limit` bytes, so a small bomb cannot take the memory a large body may not."""
+    out = []
+    size = 0
+    data = body
+    try:
+        while data:  # a gzip body may hold several members, one after another
+            inflater = zlib.decompressobj(wbits)
+            out.append(inflater.decompress(data, limit - size + 1))
+            size += len(out[-1])
+            if size > limit:
+                raise _Refused(
+                    413, "too_large", f"decompressed body over {limit} bytes (receiver.http.max_request_body_size_mib)"
+                )
+            if not inflater.eof:
+                raise _Refused(400, "bad_request", "compressed body is truncated")
+            data = inflater.unused_data
+    except zlib.error as exc:
+        raise _Refused(400, "bad_request", f"compressed body does not decompress: {exc}") from None
+    return b"".join(out)
+
+
+def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None) -> web.Application:
+    metrics = pipeline.metrics
+    duration = metrics.request_duration.labels(transport="http")
+
+    async def export(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return _text(405, _METHOD_NOT_ALLOWED, {"Allow": "POST"})
+        started = time.perf_counter()
+        codec = _CODECS.get(request.content_type)
+        try:
+            if token is not None and not token.accepts(request.headers.get("Authorization")):
+                raise _Refused(401, "unauthenticated", UNAUTHENTICATED_MESSAGE, {"WWW-Authenticate": "Bearer"})
+            if codec is None:
+                raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_TYPE)
+            encoding = request.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in _IDENTITY and encoding not in _DECOMPRESS_WBITS:
+                raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_ENCODING.format(encoding))
+            body = await _read_body(request, max_body_bytes)
+            if encoding not in _IDENTITY:
+                body = _decompress(body, _DECOMPRESS_WBITS[encoding], max_body_bytes)
+            try:
+                decoded = codec.decode(body)
+            except ValueError as exc:
+                raise _Refused(400, "bad_request", str(exc)) from None
+            try:
+                result = await pipeline.export(decoded, header_project=request.headers.get(PROJECT_HEADER), transport="http")
+            except QueueError as exc:  # counted by the pipeline, as refused spans
+                status = status_of(exc)
+                body = codec.encode(status_pb2.Status(code=status.grpc_code.value[0], message=status.message))
+                return web.Response(
+                    status=status.http_status, body=body, content_type=codec.content_type, headers=http_headers(status)
+                )
+            response = ExportTraceServiceResponse()
+            if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
+                response.partial_success.rejected_spans = result.rejected_spans
+                response.partial_success.error_message = result.error_message
+            return web.Response(body=codec.encode(response), content_type=codec.content_type)
+        except _Refused as refused:
+            metrics.refused_requests.labels(transport="http", reason=refused.reason).inc()
+            if codec is None or refused.status == 415:
+                return _text(refused.status, str(refused), refused.headers)
+            return _status(codec, refused.status, str(refused), refused.headers)
+        finally:
+            duration.observe(time.perf_counter() - started)
+
+    app = web.Application()
+    app.router.add_route("*", TRACES_PATH, export)
+    return app
+
+
+def build_http_receiver(config: HttpReceiver, pipeline: Pipeline, *, shutdown_timeout: float) -> HttpServer:
+    """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
+    ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
+    token = BearerToken(config.auth.bearer_token.get_secret_value()) if config.auth else None
+    app = otlp_http_app(pipeline, max_body_bytes=config.max_request_body_size_mib * 1024 * 1024, token=token)
+    return HttpServer(
+        "OTLP/HTTP receiver",
+        app,
+        config.endpoint,
+        config_key="receiver.http.endpoint",
+        ssl_context=ssl_context,
+        security=describe_security(config.tls, config.auth),
+        shutdown_timeout=shutdown_timeout,
+    )
