@@ -15,11 +15,7 @@ from typing import Any
 
 from otel_bridge.config import Limits
 
-__all__ = ["DEFAULT_LIMITS", "LIMIT_KEYS", "SpanLimits", "deeper_than", "too_deep", "truncated_bytes", "truncated_text"]
-
-# The config keys under mapping.limits, also the `limit` label of the limit-hit metric.
-LIMIT_KEYS = ("max_attribute_value_length", "max_attributes", "max_events", "max_links", "max_depth")
-
+__all__ = ["DEFAULT_LIMITS", "SpanLimits", "deeper_than", "too_deep", "truncated_bytes", "truncated_text"]
 
 @dataclass(frozen=True, slots=True)
 class SpanLimits:

@@ -27,7 +27,6 @@ class Sanitizer:
         "key_verdicts",
         "_redaction",
         "hits",
-        "hit_count",
         "redacted_values",
         "dropped_keys",
         "_too_deep",
@@ -39,22 +38,16 @@ class Sanitizer:
         self._max_length = limits.max_attribute_value_length
         self._redact = redaction.text if redaction.enabled else None
         # key -> dropped?, shared across requests since keys repeat; None when there are no key rules. The
-        # hot path reads it directly and calls judge_key() only for a key not seen yet.
+        # hot path reads it directly and calls drops() only for a key not seen yet or to be dropped.
         self.key_verdicts = redaction.key_verdicts if redaction.drops_keys else None
         self._redaction = redaction
         self.hits: dict[str, int] = {}  # mapping.limits key -> values, attributes, events or links cut
-        self.hit_count = 0
         self.redacted_values = 0
         self.dropped_keys = 0
         self._too_deep = too_deep(limits.max_depth)
 
     def _hit(self, limit: str, count: int = 1) -> None:
         self.hits[limit] = self.hits.get(limit, 0) + count
-        self.hit_count += count
-
-    def judge_key(self, key: str) -> bool:
-        """Whether the redaction rules drop this key (dotted path); the verdict is cached in key_verdicts."""
-        return self._redaction.drops(key)
 
     def drops(self, key: str) -> bool:
         """Whether to drop this key, counting it when so."""

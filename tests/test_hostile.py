@@ -3,6 +3,7 @@ each limit, each rejection reason, each built-in redaction rule, and garbage byt
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -141,6 +142,33 @@ def test_deeply_nested_json_and_long_dotted_keys_keep_the_span(upstream, start_b
     assert answer.partial_success.rejected_spans == 0, answer.partial_success.error_message
     assert "mapping.limits.max_depth" in answer.partial_success.error_message
     upstream.wait_for_calls(1)
+
+
+# --- non-UTF-8 and odd numbers -------------------------------------------------------------------------------
+
+
+def test_bytes_nan_inf_and_int64_extremes_do_not_break_the_batch(upstream, start_bridge):
+    bridge = start_bridge(bridge_settings(upstream))
+    odd = {
+        "blob": b"\xff\xfe\x00binary",
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "minus_inf": float("-inf"),
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "beyond_js": 2**53 + 1,
+        "gen_ai.usage.input_tokens": 2**63 - 1,
+        "gen_ai.usage.output_tokens": 2**63 - 1,  # their sum does not fit in 64 bits: no total, no failure
+    }
+    answer = _export(bridge, request(span("odd", odd), span("plain", span_id=b"\x03" * 8), resource=PROJECT))
+    assert answer.partial_success.rejected_spans == 0
+    calls = {c["op_name"]: c for c in upstream.wait_for_calls(2)}
+    attributes = calls["odd"]["otel_dump"]["attributes"]
+    assert attributes["blob"] == base64.b64encode(b"\xff\xfe\x00binary").decode()
+    assert (attributes["nan"], attributes["inf"], attributes["minus_inf"]) == ("nan", "inf", "-inf")
+    # The upstream stand-in decodes with Python's json, whose integers are exact: no float on the way.
+    assert attributes["max"] == 2**63 - 1 and attributes["min"] == -(2**63) and attributes["beyond_js"] == 2**53 + 1
+    assert "total_tokens" not in calls["odd"]["summary"]["usage"]["usage"]
 
 
 # --- rejections ---------------------------------------------------------------------------------------------
