@@ -154,7 +154,10 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer) -> dict[str, Any]:
         value = any_value(kv.value, sanitizer, levels, key)
         if type(value) is str and value[:1] in _JSON_STARTS:
             decoded = _decoded(value)
-            if decoded is not value:
+            if type(decoded) is str:
+                # A JSON string (MLflow's "CHAT_MODEL"): its escapes may spell out what the text hid.
+                value = decoded if decoded is value else sanitizer.text(decoded)
+            elif decoded is not value:
                 value = sanitizer.nested(decoded, value, levels)
         if parts is not None:
             if not indexed:

@@ -3,7 +3,8 @@
 Applied to every string a span carries as the exporter sent it (attribute values of spans, events, links,
 resources and scopes; span and event names; status messages), while the span is decoded, so inputs,
 output, attributes and otel_dump all derive from redacted values and nothing is queued or written before.
-A JSON document sent as a string attribute is matched as the text it was sent as, then parsed.
+A JSON document sent as a string attribute is matched as the text it was sent as, then parsed (a value that
+decodes to a JSON string is matched again, since its escapes can spell out what the text hid).
 
 Cost matters: this runs on every string of every span, and LLM spans carry kilobytes of text. Python's `re`
 finds a pattern that starts with a literal several times faster than one that starts with a class or a

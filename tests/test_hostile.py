@@ -320,6 +320,16 @@ def test_each_built_in_rule_redacts_everywhere_before_anything_is_sent(upstream,
     assert _metric(bridge, "otelbridge_mapping_redactions_total", kind="value") >= 8
 
 
+def test_a_json_string_value_is_redacted_after_its_escapes_are_decoded(upstream, start_bridge):
+    """MLflow sends values as JSON text; "\\u0073k-..." is "sk-..." once decoded."""
+    bridge = start_bridge(bridge_settings(upstream))
+    escaped = '"\\u0073k-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"'
+    _export(bridge, request(span("s", {"mlflow.spanInputs": escaped}), resource=PROJECT))
+    call = upstream.wait_for_calls(1)[0]
+    assert call["otel_dump"]["attributes"]["mlflow"]["spanInputs"] == "[REDACTED]"
+    assert "Ab3dEf6hIj9kLm2nOp5qRs8t" not in _delivered_text(upstream)
+
+
 def test_exception_from_an_exception_event_is_redacted(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream))
     secret = SECRETS["api_key"]
