@@ -24,14 +24,26 @@ BENCH = Path(__file__).resolve().parent
 def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+    from otel_bridge.config import Mapping
+    from otel_bridge.limits import SpanLimits
     from otel_bridge.mapping import DEFAULT_RULES, map_request
+    from otel_bridge.redact import compile_redaction
 
+    # As a bridge with the default mapping: section maps them, redaction and limits included.
+    defaults = Mapping()
+    options = {
+        "header_project": None,
+        "default_project": "",
+        "rules": DEFAULT_RULES,
+        "limits": SpanLimits.from_config(defaults.limits),
+        "redaction": compile_redaction(defaults.redact),
+    }
     requests = [ExportTraceServiceRequest.FromString(p) for p in payloads]
-    map_request(requests[0], header_project=None, default_project="", rules=DEFAULT_RULES)  # warm-up
+    map_request(requests[0], **options)  # warm-up
     spans, i = 0, 0
     started = time.perf_counter()
     while True:
-        spans += map_request(requests[i % len(requests)], header_project=None, default_project="", rules=DEFAULT_RULES).accepted
+        spans += map_request(requests[i % len(requests)], **options).accepted
         i += 1
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:

@@ -21,11 +21,13 @@ from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
 from otel_bridge.health import Health
 from otel_bridge.http_server import HttpServer
+from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping import build_rules
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
+from otel_bridge.redact import compile_redaction
 from otel_bridge.telemetry import Metrics
 from otel_bridge.telemetry_server import telemetry_app
 
@@ -92,6 +94,8 @@ class Bridge:
         self.pipeline = Pipeline(
             queue=self.queue,
             rules=build_rules(settings.mapping.edits()),
+            limits=SpanLimits.from_config(settings.mapping.limits),
+            redaction=compile_redaction(settings.mapping.redact),
             default_project=exporter.weave.project,
             metrics=self.metrics,
         )

@@ -12,11 +12,13 @@ import orjson
 import yaml
 
 from otel_bridge import __version__
-from otel_bridge.config import load_settings, parse_project
+from otel_bridge.config import PROJECT_FORM, load_settings, parse_project
 from otel_bridge.errors import ConfigError
+from otel_bridge.limits import SpanLimits
+from otel_bridge.logs import setup_logging
 from otel_bridge.mapping import as_config, build_rules, map_request
 from otel_bridge.otlp import parse_request
-from otel_bridge.logs import setup_logging
+from otel_bridge.redact import compile_redaction
 
 __all__ = ["main"]
 
@@ -57,7 +59,11 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     effective = settings.masked()
     # The effective rule tables rather than the edits; loaded as a config, they give the same rules.
-    effective["mapping"] = as_config(build_rules(settings.mapping.edits()).tables)
+    effective["mapping"] = {
+        **as_config(build_rules(settings.mapping.edits()).tables),
+        "redact": effective["mapping"]["redact"],
+        "limits": effective["mapping"]["limits"],
+    }
     sys.stdout.write(yaml.safe_dump(effective, sort_keys=False))
     return 0
 
@@ -66,7 +72,7 @@ def _convert(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     project = args.project or settings.exporter.weave.project
     if args.project and parse_project(args.project) is None:
-        raise ConfigError(f"--project {args.project!r}: expected entity/project")
+        raise ConfigError(f"--project {args.project!r}: expected {PROJECT_FORM}")
     try:
         requests = parse_request(Path(args.input).read_bytes())
     except OSError as exc:
@@ -75,13 +81,17 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
     rules = build_rules(settings.mapping.edits())
+    limits = SpanLimits.from_config(settings.mapping.limits)
+    redaction = compile_redaction(settings.mapping.redact)
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = map_request(request, header_project=None, default_project=project, rules=rules)
+        mapped = map_request(
+            request, header_project=None, default_project=project, rules=rules, limits=limits, redaction=redaction
+        )
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
-        if mapped.rejected:
+        if mapped.rejected or mapped.warnings:
             rejected += mapped.rejected
             print(f"otel-bridge convert: {mapped.error_message()}", file=sys.stderr)
     body = orjson.loads(b'{"batch":[' + b",".join(calls) + b"]}")

@@ -28,7 +28,15 @@ from pydantic import (
 
 from otel_bridge.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_duration", "format_duration", "parse_project", "split_endpoint"]
+__all__ = [
+    "PROJECT_FORM",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "format_duration",
+    "parse_project",
+    "split_endpoint",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -62,10 +70,18 @@ def format_duration(seconds: float) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 
 
+# Both names go into the upstream URL path: whitespace and control characters make it invalid, and
+# \ # ? % : would change its meaning (W&B names cannot contain them either).
+_NOT_IN_PROJECT_NAMES = re.compile(r"[\x00-\x20\x7f\\#?%:]")
+PROJECT_FORM = "entity/project (names without whitespace, control characters or \\ # ? % :)"
+
+
 def parse_project(value: str) -> tuple[str, str] | None:
     """`entity/project` -> (entity, project); None when it is not of that form."""
     entity, sep, project = value.strip().partition("/")
     if not sep or not entity or not project or "/" in project:
+        return None
+    if _NOT_IN_PROJECT_NAMES.search(entity) or _NOT_IN_PROJECT_NAMES.search(project):
         return None
     return entity, project
 
@@ -168,7 +184,7 @@ class WeaveExporter(_Section):
     @classmethod
     def _project(cls, value: str) -> str:
         if value and parse_project(value) is None:
-            raise ValueError(f"invalid project {value!r}: expected entity/project")
+            raise ValueError(f"invalid project {value!r}: expected {PROJECT_FORM}")
         return value.strip()
 
 
@@ -328,6 +344,45 @@ def _list_edit(check: Any) -> Any:
     return PlainValidator(validate, json_schema_input_type=Any)
 
 
+class Limits(_Section):
+    """mapping.limits: past each, values are cut with a visible marker and counted; the span is kept."""
+
+    max_attribute_value_length: int = Field(1024 * 1024, gt=0)
+    max_attributes: int = Field(1024, gt=0)
+    max_events: int = Field(1024, ge=0)
+    max_links: int = Field(1024, ge=0)
+    # Calls are JSON and the encoder stops at 255 levels; 200 leaves room for the call's own structure.
+    max_depth: int = Field(32, gt=0, le=200)
+
+
+class Redact(_Section):
+    """mapping.redact: what never leaves the bridge."""
+
+    default_rules: bool = True
+    keys: list[str] = []
+    patterns: list[str] = []
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not key.strip():
+                raise ValueError("an empty key matches nothing: remove it")
+        return keys
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"regex {pattern!r} matches the empty string, so it would redact between every character")
+        return patterns
+
+
 # An edit of a list table: a list replaces it, {prepend: [...], append: [...]} extends it.
 KeysEdit = Annotated[Any, _list_edit(_attribute_key)]
 ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
@@ -361,10 +416,13 @@ class Mapping(_Section):
     exception: KeysEdit = None
     drop: KeysEdit = None
     rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+    # Not tables: what never leaves the bridge, and how much one span may carry.
+    redact: Redact = Redact()
+    limits: Limits = Limits()
 
     def edits(self) -> dict[str, Any]:
         """The tables the config edits, as plain data."""
-        return self.model_dump(exclude_unset=True)
+        return self.model_dump(exclude_unset=True, exclude={"redact", "limits"})
 
 
 class Settings(_Section):

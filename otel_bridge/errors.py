@@ -12,6 +12,7 @@
     QueueError                the queue cannot take the calls now; the receiver answers "retry later"
       QueueFullError          the queue is at its bound (exporter.queue.max_bytes): backpressure
       OversizedRequestError   one request needs more than the whole queue: it never fits, not retryable
+    BadRequestError           the request bytes are not an OTLP trace request: INVALID_ARGUMENT (HTTP 400), final
     RejectedSpan              one span cannot become a call; it is reported in partial_success, the rest go on
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "QueueError",
     "QueueFullError",
     "OversizedRequestError",
+    "BadRequestError",
     "ProjectInRetry",
     "RejectedSpan",
 ]
@@ -98,6 +100,10 @@ class OversizedRequestError(QueueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retry_after=0.0)
+
+
+class BadRequestError(ValueError):
+    """Raised when a request cannot be decoded at all; the message says why. Sending it again cannot help."""
 
 
 class RejectedSpan(Exception):

@@ -14,15 +14,19 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otel_bridge.errors import BadRequestError
+from otel_bridge.sanitize import Sanitizer
+
 __all__ = [
     "CONFLICT_KEY",
-    "MAX_KEY_PARTS",
     "any_value",
     "attribute_tree",
+    "decode_request",
     "iso_time",
     "key_path",
     "parse_otlp_json",
     "parse_request",
+    "short_hex",
 ]
 
 # Where a scalar goes when the same key also has dotted sub-keys (`x` and `x.y`): Weave's own ingestion
@@ -31,18 +35,18 @@ CONFLICT_KEY = "_value"
 
 _INF = math.inf
 
-# Keys are unflattened up to this many parts; longer ones are kept whole (a JSON writer nests only so far).
-MAX_KEY_PARTS = 64
+def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
+    """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave).
+
+    Strings and bytes pass through the sanitizer (redaction, length limit); maps and arrays get `levels`
+    more levels; `path` is the dotted key path, matched against the redaction keys inside maps.
+    """
+    return _value_of(value, value.WhichOneof("value"), sanitizer, levels, path)
 
 
-def any_value(value: Any) -> Any:
-    """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave)."""
-    return _value_of(value, value.WhichOneof("value"))
-
-
-def _value_of(value: Any, kind: str | None) -> Any:
+def _value_of(value: Any, kind: str | None, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     if kind == "string_value":
-        return value.string_value
+        return sanitizer.text(value.string_value)
     if kind == "int_value":
         return value.int_value
     if kind == "bool_value":
@@ -53,18 +57,29 @@ def _value_of(value: Any, kind: str | None) -> Any:
             return str(number)
         return number
     if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
+        if levels <= 0:
+            return sanitizer.too_deep()
+        return [any_value(v, sanitizer, levels - 1, path) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        if levels <= 0:
+            return sanitizer.too_deep()
+        checks_keys = sanitizer.key_verdicts is not None
+        result = {}
+        for kv in value.kvlist_value.values:
+            key = kv.key
+            key_path = f"{path}.{key}"
+            if not checks_keys or not sanitizer.drops(key_path):
+                result[key] = any_value(kv.value, sanitizer, levels - 1, key_path)
+        return result
     if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
+        return sanitizer.blob(value.bytes_value)
     return None
 
 
 _JSON_STARTS = ("{", "[", '"')
 
 
-def _decoded(text: str, max_depth: int | None) -> Any:
+def _decoded(text: str) -> Any:
     """A string starting like JSON text -> its value when it is JSON; else the string as it is.
 
     Instrumentations send structured content (messages, parameters) as JSON strings, and MLflow writes
@@ -74,28 +89,9 @@ def _decoded(text: str, max_depth: int | None) -> Any:
     if text[0] == '"' and (len(text) < 2 or text[-1] != '"'):
         return text
     try:
-        value = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
-    if max_depth is not None and _deeper_than(value, max_depth):
-        return text
-    return value
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if type(node) is dict:
-            children = node.values()
-        elif type(node) is list:
-            children = node
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _put(node: dict[str, Any], key: str, value: Any) -> None:
@@ -134,8 +130,8 @@ _KEY_SHAPES_MAX = 4096
 
 def _key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
     parts = key.split(".")
-    if len(parts) == 1 or len(parts) > MAX_KEY_PARTS:
-        shape: tuple[tuple[str, ...], str, bool] = ((), key, False)  # kept whole
+    if len(parts) == 1:
+        shape: tuple[tuple[str, ...], str, bool] = ((), key, False)
     else:
         shape = (tuple(parts[:-1]), parts[-1], any(part.isdigit() for part in parts))
     if len(_KEY_SHAPES) >= _KEY_SHAPES_MAX:
@@ -145,38 +141,50 @@ def _key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
 
 
 def key_path(key: str) -> tuple[str, ...]:
-    """Where attribute_tree puts an attribute's value: the key's parts, or the whole key when it has more
-    than MAX_KEY_PARTS."""
+    """An attribute key's parts: where attribute_tree puts its value, unless the key is past the depth
+    limit (then it is kept whole, where no rule's path can reach it)."""
     parents, last, _ = _KEY_SHAPES.get(key) or _key_shape(key)
     return (*parents, last)
 
 
-def attribute_tree(
-    attributes: Any, *, max_json_depth: int | None = None, keys: list[str] | None = None
-) -> dict[str, Any]:
+def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | None = None) -> dict[str, Any]:
     """Repeated KeyValue -> a nested dict, split on `.`; JSON strings decoded; dicts built from indexed
     keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
 
-    Nothing is dropped: a scalar `x` beside `x.y` is kept as `{"_value": x, "y": ...}`. A key of more
-    than MAX_KEY_PARTS parts is kept whole, and with max_json_depth, JSON nested deeper stays text: the
-    call must stay within what a JSON writer nests. With `keys`, each attribute's key is appended to it.
+    Nothing is dropped but what the sanitizer says (see sanitize.py): a scalar `x` beside `x.y` is kept as
+    `{"_value": x, "y": ...}`; keys the redaction rules name are left out; past mapping.limits.max_depth a
+    dotted key is kept whole, JSON text stays text and deeper maps and arrays become a marker. With `keys`,
+    the key of each attribute kept is appended to it.
     """
     tree: dict[str, Any] = {}
     built: set[int] = set()  # ids of the dicts unflattening made; only these may become lists
     indexed = False
+    verdicts = sanitizer.key_verdicts  # redaction's dropped keys; None when there are none to check
+    max_depth = sanitizer.max_depth
     for kv in attributes:
-        value = kv.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":  # most values: read here, without the dispatch of _value_of
-            value = value.string_value
-            if value[:1] in _JSON_STARTS:
-                value = _decoded(value, max_json_depth)
-        else:
-            value = _value_of(value, kind)
         key = kv.key
+        if verdicts is not None and verdicts.get(key) is not False and sanitizer.drops(key):
+            continue
         if keys is not None:
             keys.append(key)
         parents, last, has_index = _KEY_SHAPES.get(key) or _key_shape(key)
+        if len(parents) >= max_depth:  # more parts than the depth limit
+            sanitizer.too_deep_key()
+            parents, last, has_index = (), key, False  # kept whole, as sent
+        levels = max_depth - len(parents) - 1  # maps and arrays the value may open
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":  # most values: read here, without the dispatch of _value_of
+            value = sanitizer.text(value.string_value)
+        else:
+            value = _value_of(value, kind, sanitizer, levels, key)
+        if type(value) is str and value[:1] in _JSON_STARTS:
+            decoded = _decoded(value)
+            if type(decoded) is str:
+                # A JSON string (MLflow's "CHAT_MODEL"): its escapes may spell out what the text hid.
+                value = decoded if decoded is value else sanitizer.text(decoded)
+            elif decoded is not value:
+                value = sanitizer.nested(decoded, value, levels)
         node = tree
         if parents:
             if has_index:
@@ -206,6 +214,16 @@ def _listify_children(node: dict[str, Any], built: set[int]) -> None:
             _listify_children(value, built)
             if all(str(i) in value for i in range(len(value))):
                 node[key] = [value[str(i)] for i in range(len(value))]
+
+
+_SHORT_HEX_BYTES = 32
+
+
+def short_hex(value: bytes) -> str:
+    """An id as hex for a message, at most 32 bytes of it: a hostile id can be megabytes long."""
+    if len(value) <= _SHORT_HEX_BYTES:
+        return value.hex()
+    return value[:_SHORT_HEX_BYTES].hex() + f"...({len(value)} bytes)"
 
 
 # Second -> "YYYY-MM-DDTHH:MM:SS": the spans of a request share few distinct seconds, and formatting one
@@ -269,6 +287,27 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise ValueError(f"not an OTLP/JSON trace request: {exc}") from None
+
+
+def decode_request(data: bytes) -> ExportTraceServiceRequest:
+    """The bytes of one OTLP/gRPC or OTLP/HTTP protobuf body -> the request; BadRequestError saying why not."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes other errors, for garbage
+        detail = str(exc).rpartition(": ")[2] or type(exc).__name__
+        hint = _DECODE_HINTS.get(detail, "")
+        raise BadRequestError(
+            f"request ({len(data)} bytes) is not a protobuf ExportTraceServiceRequest: {detail}{hint}"
+        ) from None
+    return request
+
+
+_DECODE_HINTS = {
+    "Wire format was corrupt": " (truncated, or not protobuf at all)",
+    "String field had bad UTF-8": " (protobuf requires UTF-8 in strings; send binary data as bytes values)",
+    "Exceeded upb_DecodeOptions_MaxDepth": " (values nest deeper than the decoder's 100 message levels)",
+}
 
 
 def parse_request(data: bytes) -> list[ExportTraceServiceRequest]:

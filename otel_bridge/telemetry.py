@@ -39,6 +39,18 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.limit_hits = Counter(
+            "otelbridge_mapping_limit_hits",
+            "Values, attributes, events or links cut by each mapping.limits key; the spans were kept.",
+            ["limit"],
+            registry=r,
+        )
+        self.redactions = Counter(
+            "otelbridge_mapping_redactions",
+            "Strings where a redaction rule replaced a match (kind=value), attributes dropped by key (kind=attribute).",
+            ["kind"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "otelbridge_receiver_request_duration_seconds", "Time to answer one Export request.", ["transport"], registry=r
         )

@@ -9,6 +9,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from otel_bridge.config import Redact
+from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
+from otel_bridge.redact import compile_redaction
+from otel_bridge.sanitize import Sanitizer
+
 TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 SPAN_ID = bytes.fromhex("00f067aa0ba902b7")
 START = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
@@ -83,3 +88,11 @@ def request(
             )
         ]
     )
+
+
+NO_REDACTION = compile_redaction(Redact(default_rules=False))
+
+
+def plain_sanitizer(limits: SpanLimits = DEFAULT_LIMITS) -> Sanitizer:
+    """Default limits, no redaction: decoding exactly as sent."""
+    return Sanitizer(limits, NO_REDACTION)

@@ -188,14 +188,16 @@ def test_one_bad_span_does_not_sink_its_neighbours(upstream, start_bridge):
 
 def test_gzip_and_large_messages_are_accepted(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream))
-    big = span("big", {"input.value": "x" * (6 * 1024 * 1024)})  # over gRPC's 4 MiB default
+    # Over gRPC's 4 MiB default in all; each value exactly at mapping.limits.max_attribute_value_length.
+    values = {f"big.{i}": "x" * (1024 * 1024) for i in range(6)}
     with grpc.insecure_channel(bridge.grpc_endpoint, compression=grpc.Compression.Gzip) as channel:
         answer = trace_service_pb2_grpc.TraceServiceStub(channel).Export(
-            request(big, resource={"wandb.entity": "e", "wandb.project": "p"}), timeout=30
+            request(span("big", values), resource={"wandb.entity": "e", "wandb.project": "p"}), timeout=30
         )
     assert answer.partial_success.rejected_spans == 0
+    assert answer.partial_success.error_message == ""
     call = upstream.wait_for_calls(1)[0]
-    assert len(call["inputs"]["input.value"]) == 6 * 1024 * 1024
+    assert call["otel_dump"]["attributes"]["big"] == ["x" * (1024 * 1024)] * 6
 
 
 def test_message_over_the_limit_is_refused_and_the_server_keeps_serving(upstream, start_bridge):

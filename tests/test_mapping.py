@@ -20,9 +20,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from spans import END, SPAN_ID, START, TRACE_ID, request, span
 
 import otel_bridge.mapping.request as request_module
+from otel_bridge.config import PROJECT_FORM
 from otel_bridge.errors import RejectedSpan
+from otel_bridge.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, NO_PROJECT, map_request, map_span
 from otel_bridge.otlp import CONFLICT_KEY
+from otel_bridge.redact import DEFAULT_REDACTION
+from otel_bridge.sanitize import Sanitizer
 
 PROJECT = "my-entity/my-project"
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "proto" / "calls-complete.schema.json").read_text())
@@ -46,19 +50,29 @@ def assert_valid_calls(calls: list[dict[str, Any]]) -> None:
 
 
 def call_of(sp: Span, *, project_id: str = PROJECT, resource: dict | None = None, scope: dict | None = None) -> dict:
+    sanitizer = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)
+    sanitizer.span(sp)
     call = map_span(
         sp,
         project_id=project_id,
         resource=resource if resource is not None else {"attributes": {}, "dropped_attributes_count": 0},
         scope=scope if scope is not None else {"name": "s", "version": "1", "attributes": {}, "dropped_attributes_count": 0},
         rules=DEFAULT_RULES,
+        sanitizer=sanitizer,
     )
     assert_valid_calls([call])
     return call
 
 
 def mapped(req: ExportTraceServiceRequest, *, header: str | None = None, default: str = PROJECT):
-    result = map_request(req, header_project=header, default_project=default, rules=DEFAULT_RULES)
+    result = map_request(
+        req,
+        header_project=header,
+        default_project=default,
+        rules=DEFAULT_RULES,
+        limits=DEFAULT_LIMITS,
+        redaction=DEFAULT_REDACTION,
+    )
     for calls in result.calls.values():
         assert_valid_calls([orjson.loads(c) for c in calls])
     return result
@@ -860,12 +874,12 @@ def test_routing_per_resource() -> None:
 
 
 @pytest.mark.parametrize("default", ["", "de/dp"])
-@pytest.mark.parametrize("header", ["no-slash", "a/b/c", "/p", "e/"])
+@pytest.mark.parametrize("header", ["no-slash", "a/b/c", "/p", "e/", "my team/p", "e/p#frag", "e/p?x", "e/\x19p", "e%2F/p"])
 def test_malformed_header_rejected_naming_the_header(header: str, default: str) -> None:
     # Even with a default project: the client named a project, wrongly; the default would hide that.
     result = mapped(request(span()), header=header, default=default)
     assert (result.spans, result.rejected, result.calls) == (1, 1, {})
-    assert result.reasons == [f"span {SPAN_ID.hex()}: header project_id {header!r} is not of the form entity/project"]
+    assert result.reasons == [f"span {SPAN_ID.hex()}: header project_id {header!r} is not of the form {PROJECT_FORM}"]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from spans import request, span
 
 from otel_bridge.config import Settings, load_settings
 from otel_bridge.errors import ConfigError
+from otel_bridge.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import build_rules, default_tables, map_request
+from otel_bridge.redact import DEFAULT_REDACTION
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "testdata" / "config"
@@ -32,8 +34,12 @@ def test_no_mapping_section_means_the_default_tables() -> None:
     assert build_rules(Settings().mapping.edits()).tables == DEFAULTS
 
 
+# Beside the tables, mapping: holds redact and limits (tests/test_hostile.py).
+NOT_TABLES = {"redact", "limits"}
+
+
 def test_every_table_can_be_edited_from_the_config() -> None:
-    assert set(type(Settings().mapping).model_fields) == set(DEFAULTS)
+    assert set(type(Settings().mapping).model_fields) - NOT_TABLES == set(DEFAULTS)
 
 
 def test_edits_give_the_effective_tables() -> None:
@@ -94,9 +100,10 @@ def test_check_config_prints_the_effective_tables_which_load_back(tmp_path: Path
     printed = yaml.safe_load(result.stdout)["mapping"]
     effective = tables_of(CONFIGS / "mapping.yaml")
     assert printed["attributes"]["agent_id"] is None  # a removed default entry shows as removed
-    assert {name: table for name, table in printed.items() if name != "attributes"} == {
+    assert {name: table for name, table in printed.items() if name not in ("attributes", *NOT_TABLES)} == {
         name: table for name, table in effective.items() if name != "attributes"
     }
+    assert printed["redact"] == {"default_rules": True, "keys": [], "patterns": []}
     again = tmp_path / "again.yaml"
     again.write_text(yaml.safe_dump({"mapping": printed}))
     assert tables_of(again) == effective
@@ -157,7 +164,7 @@ def test_worked_example_in_house_attributes_through_grpc(upstream, start_bridge)
 def _mapped(attributes: dict, mapping: dict, events: list | None = None) -> dict:
     rules = build_rules(Settings.model_validate({"mapping": mapping}).mapping.edits())
     result = map_request(request(span(attributes=attributes, events=events)), header_project=None,
-                         default_project="e/p", rules=rules)
+                         default_project="e/p", rules=rules, limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
     (encoded,) = result.calls["e/p"]
     return orjson.loads(encoded)
 

@@ -15,7 +15,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValu
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from spans import START, request, span
 
+from otel_bridge.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, default_tables, map_request
+from otel_bridge.redact import DEFAULT_REDACTION
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "proto" / "calls-complete.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
@@ -23,7 +25,14 @@ TABLES = default_tables()
 
 
 def mapped(*spans: Span) -> list[dict[str, Any]]:
-    result = map_request(request(*spans), header_project=None, default_project="e/p", rules=DEFAULT_RULES)
+    result = map_request(
+        request(*spans),
+        header_project=None,
+        default_project="e/p",
+        rules=DEFAULT_RULES,
+        limits=DEFAULT_LIMITS,
+        redaction=DEFAULT_REDACTION,
+    )
     assert result.rejected == 0, result.error_message()
     calls = [orjson.loads(encoded) for encoded in result.calls["e/p"]]
     VALIDATOR.validate({"batch": calls})

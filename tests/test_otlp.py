@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
-from spans import END, SPAN_ID, START, TRACE_ID, attrs, request, span
+from spans import END, SPAN_ID, START, TRACE_ID, attrs, plain_sanitizer, request, span
 
 from otel_bridge.otlp import CONFLICT_KEY, any_value, attribute_tree, iso_time, parse_otlp_json, parse_request
 
@@ -72,12 +72,12 @@ INT64_MIN = -(2**63)
     ],
 )
 def test_any_value(value: AnyValue, expected: object) -> None:
-    assert any_value(value) == expected
+    assert any_value(value, plain_sanitizer(), 32, "key") == expected
 
 
 @pytest.mark.parametrize("number", [INT64_MAX, INT64_MIN, 2**53 + 1, -(2**53) - 1])
 def test_any_value_int64_is_exact_and_survives_json(number: int) -> None:
-    result = any_value(AnyValue(int_value=number))
+    result = any_value(AnyValue(int_value=number), plain_sanitizer(), 32, "key")
     assert type(result) is int and result == number
     assert json.loads(json.dumps(result)) == number  # no float detour
 
@@ -147,17 +147,18 @@ def test_any_value_int64_is_exact_and_survives_json(number: int) -> None:
     ],
 )
 def test_attribute_tree(attributes: dict, expected: dict) -> None:
-    assert attribute_tree(attrs(attributes)) == expected
+    assert attribute_tree(attrs(attributes), plain_sanitizer()) == expected
 
 
 def test_attribute_tree_repeated_key_last_wins() -> None:
     kvs = [KeyValue(key="a", value=AnyValue(int_value=1)), KeyValue(key="a", value=AnyValue(int_value=2))]
-    assert attribute_tree(kvs) == {"a": 2}
+    assert attribute_tree(kvs, plain_sanitizer()) == {"a": 2}
 
 
 def test_attribute_tree_keeps_value_kinds() -> None:
     tree = attribute_tree(
-        attrs({"s": "x", "i": INT64_MAX, "f": float("nan"), "b": b"\x01", "l": [1, "[2]"], "kv": {"k.v": 1}, "n": None})
+        attrs({"s": "x", "i": INT64_MAX, "f": float("nan"), "b": b"\x01", "l": [1, "[2]"], "kv": {"k.v": 1}, "n": None}),
+        plain_sanitizer(),
     )
     assert tree == {
         "s": "x",
@@ -268,7 +269,7 @@ def test_parse_otlp_json_hex_ids_and_camel_case() -> None:
     assert parsed.start_time_unix_nano == START
     assert parsed.end_time_unix_nano == END
     assert (parsed.status.code, parsed.status.message) == (2, "boom")
-    assert attribute_tree(parsed.attributes) == {
+    assert attribute_tree(parsed.attributes, plain_sanitizer()) == {
         "gen_ai": {"request": {"model": "gpt-4o"}},
         "big": INT64_MAX,
         "raw": base64.b64encode(b"\x01\x02").decode(),
@@ -371,5 +372,5 @@ def test_parse_request_garbage(data: bytes, message: str) -> None:
 @pytest.mark.parametrize("neighbour", [{}, {"other.0.k": "v"}], ids=["alone", "beside-indexed-keys"])
 def test_json_content_is_kept_as_sent_whatever_its_neighbours(neighbour):
     # Only dicts built from dotted keys become lists; a JSON object with keys "0", "1" stays an object.
-    tree = attribute_tree(attrs({"payload": '{"0": "a", "1": "b"}', **neighbour}))
+    tree = attribute_tree(attrs({"payload": '{"0": "a", "1": "b"}', **neighbour}), plain_sanitizer())
     assert tree["payload"] == {"0": "a", "1": "b"}

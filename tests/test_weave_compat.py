@@ -25,9 +25,15 @@ from typing import Any
 import orjson
 import pytest
 
+from otel_bridge.config import Redact
+from otel_bridge.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, map_request
 from otel_bridge.mapping.usage import matches
 from otel_bridge.otlp import parse_otlp_json
+from otel_bridge.redact import compile_redaction
+
+# The comparison is of mappings: redaction, which Weave's converter does not do, stays out of it.
+NO_REDACTION = compile_redaction(Redact(default_rules=False))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted(p for p in (ROOT / "tests" / "testdata" / "otlp").glob("*.json") if not p.name.endswith(".expected.json"))
@@ -65,7 +71,9 @@ def corpus() -> Corpus:
     job = []
     for fixture in FIXTURES:
         request = parse_otlp_json(fixture.read_bytes())
-        mapped = map_request(request, header_project=None, default_project="", rules=DEFAULT_RULES)
+        mapped = map_request(
+            request, header_project=None, default_project="", rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=NO_REDACTION
+        )
         assert mapped.rejected == 0, mapped.error_message()
         (project_id,) = mapped.calls
         bridge.update((call["id"], call) for call in map(orjson.loads, mapped.calls[project_id]))

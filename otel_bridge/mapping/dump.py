@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.otlp import attribute_tree
+from otel_bridge.sanitize import Sanitizer
 
 __all__ = ["resource_dump", "scope_dump", "span_dump", "SPAN_KIND_NAMES", "STATUS_CODE_NAMES"]
 
@@ -21,11 +22,11 @@ def resource_dump(resource: Any, tree: dict[str, Any]) -> dict[str, Any]:
     return {"attributes": tree, "dropped_attributes_count": resource.dropped_attributes_count}
 
 
-def scope_dump(scope: Any, *, max_json_depth: int | None = None) -> dict[str, Any]:
+def scope_dump(scope: Any, sanitizer: Sanitizer) -> dict[str, Any]:
     return {
         "name": scope.name,
         "version": scope.version,
-        "attributes": attribute_tree(scope.attributes, max_json_depth=max_json_depth),
+        "attributes": attribute_tree(scope.attributes, sanitizer),
         "dropped_attributes_count": scope.dropped_attributes_count,
     }
 
@@ -42,13 +43,13 @@ def _events(span: Any, event_trees: list[tuple[str, dict[str, Any]]]) -> list[di
     ]
 
 
-def _links(span: Any, max_json_depth: int | None) -> list[dict[str, Any]]:
+def _links(span: Any, sanitizer: Sanitizer) -> list[dict[str, Any]]:
     return [
         {
             "trace_id": link.trace_id.hex(),
             "span_id": link.span_id.hex(),
             "trace_state": link.trace_state,
-            "attributes": attribute_tree(link.attributes, max_json_depth=max_json_depth),
+            "attributes": attribute_tree(link.attributes, sanitizer),
             "dropped_attributes_count": link.dropped_attributes_count,
             "flags": link.flags,
         }
@@ -68,7 +69,7 @@ def span_dump(
     event_trees: list[tuple[str, dict[str, Any]]],
     resource: dict[str, Any],
     scope: dict[str, Any],
-    max_json_depth: int | None,
+    sanitizer: Sanitizer,
 ) -> dict[str, Any]:
     """The span as JSON; `event_trees` are the (name, attribute tree) of its events and start_time/end_time
     its times as ISO 8601 (iso_time), built once by the caller."""
@@ -87,7 +88,7 @@ def span_dump(
         "dropped_attributes_count": span.dropped_attributes_count,
         "events": _events(span, event_trees) if event_trees else [],
         "dropped_events_count": span.dropped_events_count,
-        "links": _links(span, max_json_depth) if span.links else [],
+        "links": _links(span, sanitizer) if span.links else [],
         "dropped_links_count": span.dropped_links_count,
         "flags": span.flags,
         "resource": resource,

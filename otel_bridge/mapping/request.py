@@ -12,13 +12,16 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.config import parse_project
+from otel_bridge.config import PROJECT_FORM, parse_project
 from otel_bridge.errors import RejectedSpan
+from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping.dump import resource_dump, scope_dump
 from otel_bridge.mapping.lookup import as_str, find
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.span import map_span
-from otel_bridge.otlp import attribute_tree
+from otel_bridge.otlp import attribute_tree, short_hex
+from otel_bridge.redact import Redaction
+from otel_bridge.sanitize import Sanitizer
 
 __all__ = ["MappedRequest", "map_request", "NO_PROJECT"]
 
@@ -30,6 +33,15 @@ NO_PROJECT = (
 )
 _MAX_REASONS = 3
 
+# What a limit hit did, for the partial_success warning: (count, limit) -> text.
+_LIMIT_WARNINGS = {
+    "max_attribute_value_length": "{n} values cut to {limit} characters or bytes (mapping.limits.max_attribute_value_length)",
+    "max_attributes": "{n} attributes dropped over {limit} per list (mapping.limits.max_attributes)",
+    "max_events": "{n} events dropped over {limit} per span (mapping.limits.max_events)",
+    "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
+    "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
+}
+
 
 @dataclass(slots=True)
 class MappedRequest:
@@ -37,6 +49,10 @@ class MappedRequest:
     spans: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    limit_hits: dict[str, int] = field(default_factory=dict)  # mapping.limits key -> what it cut
+    warnings: list[str] = field(default_factory=list)
+    redacted_values: int = 0
+    dropped_keys: int = 0
 
     @property
     def accepted(self) -> int:
@@ -45,15 +61,19 @@ class MappedRequest:
     def reject(self, span: Any, reason: str) -> None:
         self.rejected += 1
         if len(self.reasons) < _MAX_REASONS:
-            self.reasons.append(f"span {span.span_id.hex() or '(no id)'}: {reason}")
+            self.reasons.append(f"span {short_hex(span.span_id) or '(no id)'}: {reason}")
 
     def error_message(self) -> str:
-        """The partial_success message: how many were rejected, and the first reasons."""
-        if not self.rejected:
-            return ""
-        more = self.rejected - len(self.reasons)
-        tail = f"; and {more} more" if more > 0 else ""
-        return f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail
+        """The partial_success message: how many were rejected and the first reasons, then the limits hit
+        (a warning: those spans were kept)."""
+        parts = []
+        if self.rejected:
+            more = self.rejected - len(self.reasons)
+            tail = f"; and {more} more" if more > 0 else ""
+            parts.append(f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail)
+        if self.warnings:
+            parts.append("limits hit, spans kept: " + "; ".join(self.warnings))
+        return ". ".join(parts)
 
 
 def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -67,35 +87,29 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
         # Named, but wrongly: rejecting says so, where falling back to another project would hide it.
         return None, (
             f"resource attributes wandb.entity={entity!r} wandb.project={project!r} do not name a project: "
-            "set wandb.entity and wandb.project, or wandb.project alone as entity/project"
+            f"set wandb.entity and wandb.project, or wandb.project alone as {PROJECT_FORM}"
         )
     return candidate, None
 
 
-# Deep enough for any real content; with keys of MAX_KEY_PARTS parts and the call around them, well within
-# orjson's 255 levels.
-_MAX_JSON_DEPTH = 100
-
-
-def _map_shallow(span: Any, resource_spans: Any, scope_spans: Any, project_id: str, rules: Rules) -> dict[str, Any]:
-    resource = resource_spans.resource
-    return map_span(
-        span,
-        project_id=project_id,
-        resource=resource_dump(resource, attribute_tree(resource.attributes, max_json_depth=_MAX_JSON_DEPTH)),
-        scope=scope_dump(scope_spans.scope, max_json_depth=_MAX_JSON_DEPTH),
-        rules=rules,
-        max_json_depth=_MAX_JSON_DEPTH,
-    )
-
-
-def map_request(request: Any, *, header_project: str | None, default_project: str, rules: Rules) -> MappedRequest:
+def map_request(
+    request: Any,
+    *,
+    header_project: str | None,
+    default_project: str,
+    rules: Rules,
+    limits: SpanLimits,
+    redaction: Redaction,
+) -> MappedRequest:
+    """Map every span; limits and redaction apply while values are read, so no call holds what they remove."""
     result = MappedRequest()
+    sanitizer = Sanitizer(limits, redaction)
     header_error = None
     if header_project and parse_project(header_project) is None:
-        header_error = f"header project_id {header_project!r} is not of the form entity/project"
+        header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
     for resource_spans in request.resource_spans:
-        resource_tree = attribute_tree(resource_spans.resource.attributes)
+        sanitizer.message(resource_spans.resource)
+        resource_tree = attribute_tree(resource_spans.resource.attributes, sanitizer)
         project_id, reason = _resource_project(resource_tree)
         if project_id is None and reason is None:
             reason = header_error
@@ -104,26 +118,36 @@ def map_request(request: Any, *, header_project: str | None, default_project: st
                 reason = NO_PROJECT
         resource = resource_dump(resource_spans.resource, resource_tree)
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_dump(scope_spans.scope)
+            sanitizer.scope(scope_spans.scope)
+            scope = scope_dump(scope_spans.scope, sanitizer)
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
                     result.reject(span, reason)
                     continue
                 try:
-                    call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
-                    try:
-                        encoded = orjson.dumps(call)
-                    except orjson.JSONEncodeError:
-                        # JSON text nested deeper than a JSON writer goes (orjson stops at 255 levels): map
-                        # the span again, keeping such values as the text they were sent as.
-                        encoded = orjson.dumps(_map_shallow(span, resource_spans, scope_spans, project_id, rules))
+                    sanitizer.span(span)
+                    call = map_span(
+                        span, project_id=project_id, resource=resource, scope=scope, rules=rules, sanitizer=sanitizer
+                    )
+                    exception = call["exception"]
+                    if exception and exception != span.status.message:
+                        # From an exception event's attributes, which the mapping reads from the protobuf
+                        # (the status message was cleaned in sanitizer.span).
+                        call["exception"] = sanitizer.text(exception)
+                    encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
                     continue
                 except Exception as exc:  # one span that breaks the mapping must not sink its neighbours
-                    log.exception("failed to map span %s", span.span_id.hex())
+                    log.exception("failed to map span %s", short_hex(span.span_id))
                     result.reject(span, f"internal error while mapping: {type(exc).__name__}: {exc}")
                     continue
                 result.calls.setdefault(project_id, []).append(encoded)
+    result.limit_hits = sanitizer.hits
+    result.warnings = [
+        _LIMIT_WARNINGS[limit].format(n=n, limit=getattr(limits, limit)) for limit, n in sanitizer.hits.items()
+    ]
+    result.redacted_values = sanitizer.redacted_values
+    result.dropped_keys = sanitizer.dropped_keys
     return result

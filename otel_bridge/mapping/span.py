@@ -16,7 +16,8 @@ from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, fir
 from otel_bridge.mapping.rewrite import rewrite
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
-from otel_bridge.otlp import attribute_tree, iso_time
+from otel_bridge.otlp import attribute_tree, iso_time, short_hex
+from otel_bridge.sanitize import Sanitizer
 
 __all__ = ["map_span", "op_name"]
 
@@ -37,14 +38,20 @@ def op_name(name: str) -> str:
 
 def _ids(span: Any) -> tuple[str, str, str | None]:
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_id) != 16 or not any(trace_id):
-        raise RejectedSpan(f"invalid trace_id {trace_id.hex()!r}: must be 16 bytes, not all zero")
-    if len(span_id) != 8 or not any(span_id):
-        raise RejectedSpan(f"invalid span_id {span_id.hex()!r}: must be 8 bytes, not all zero")
-    if not parent or not any(parent):
+    if len(trace_id) != 16:
+        raise RejectedSpan(f"invalid trace_id {short_hex(trace_id)!r}: {len(trace_id)} bytes, must be 16")
+    if not any(trace_id):
+        raise RejectedSpan("invalid trace_id: all zeros")
+    if len(span_id) != 8:
+        raise RejectedSpan(f"invalid span_id {short_hex(span_id)!r}: {len(span_id)} bytes, must be 8")
+    if not any(span_id):
+        raise RejectedSpan("invalid span_id: all zeros")
+    if not parent:
         parent_id = None
     elif len(parent) != 8:
-        raise RejectedSpan(f"invalid parent_span_id {parent.hex()!r}: must be empty or 8 bytes")
+        raise RejectedSpan(f"invalid parent_span_id {short_hex(parent)!r}: {len(parent)} bytes, must be empty or 8")
+    elif not any(parent):
+        parent_id = None  # some SDKs send a root's parent as 8 zero bytes
     else:
         parent_id = parent.hex()
     return trace_id.hex(), span_id.hex(), parent_id
@@ -154,25 +161,17 @@ def map_span(
     resource: dict[str, Any],
     scope: dict[str, Any],
     rules: Rules,
-    max_json_depth: int | None = None,
+    sanitizer: Sanitizer,
 ) -> dict[str, Any]:
     """A protobuf Span -> a completed call. Raises RejectedSpan with the reason when it cannot be one.
 
-    max_json_depth: JSON text nested deeper stays text (see otlp.attribute_tree); the caller sets it only
-    to map again a span whose call was too deeply nested to write.
+    Every value is read through `sanitizer` (limits, redaction); call `sanitizer.span(span)` first.
     """
     trace_id, span_id, parent_id = _ids(span)
     keys: list[str] = []  # of the trees the rules read: the span's and its content events'
-    tree = attribute_tree(span.attributes, max_json_depth=max_json_depth, keys=keys)
+    tree = attribute_tree(span.attributes, sanitizer, keys=keys)
     events = [
-        (
-            event.name,
-            attribute_tree(
-                event.attributes,
-                max_json_depth=max_json_depth,
-                keys=keys if event.name in rules.content_events else None,
-            ),
-        )
+        (event.name, attribute_tree(event.attributes, sanitizer, keys=keys if event.name in rules.content_events else None))
         for event in span.events
     ]
     if rules.drop or rules.rename:
@@ -250,6 +249,6 @@ def map_span(
         event_trees=events,
         resource=resource,
         scope=scope,
-        max_json_depth=max_json_depth,
+        sanitizer=sanitizer,
     )
     return call

@@ -44,9 +44,13 @@ def _counts(tree: dict[str, Any], rules: Rules) -> dict[str, int]:
         # Only when the span sent none, and from one pair: cached and reasoning tokens are parts of
         # input and output, never added to them.
         if "input_tokens" in counts and "output_tokens" in counts:
-            counts["total_tokens"] = counts["input_tokens"] + counts["output_tokens"]
+            total = as_int(counts["input_tokens"] + counts["output_tokens"])
         elif "prompt_tokens" in counts and "completion_tokens" in counts:
-            counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
+            total = as_int(counts["prompt_tokens"] + counts["completion_tokens"])
+        else:
+            total = None
+        if total is not None:  # None too when a hostile pair adds up past 64 bits, which JSON cannot carry
+            counts["total_tokens"] = total
     return counts
 
 

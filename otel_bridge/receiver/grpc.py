@@ -8,10 +8,11 @@ import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import QueueError
+from otel_bridge.errors import BadRequestError, QueueError
+from otel_bridge.otlp import decode_request
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
@@ -25,11 +26,20 @@ log = logging.getLogger("otel_bridge.receiver")
 TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class _TraceService:
+    """TraceService/Export, taking the request's raw bytes: grpc-python's own deserializer answers garbage
+    with a generic error before any handler runs; decoding here answers INVALID_ARGUMENT saying why."""
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    async def Export(self, request, context):  # noqa: N802 (the gRPC method name)
+    def handler(self) -> grpc.GenericRpcHandler:
+        export = grpc.unary_unary_rpc_method_handler(
+            self.export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": export})
+
+    async def export(self, data: bytes, context: grpc.aio.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
         started = time.perf_counter()
         try:
             header_project = None
@@ -37,8 +47,11 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                 if key == PROJECT_HEADER:
                     header_project = value
             try:
+                request = decode_request(data)
                 result = await self.pipeline.export(request, header_project=header_project, transport="grpc")
-            except QueueError as exc:
+            except (BadRequestError, QueueError) as exc:
+                if isinstance(exc, BadRequestError):
+                    self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
                 # The status is set and the call returns, rather than context.abort(): abort raises, and that
                 # exception's traceback kept this frame's request (and the mapped calls) alive in a reference
                 # cycle until the garbage collector ran, which under sustained overload it rarely did.
@@ -48,7 +61,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                 context.set_trailing_metadata(grpc_trailing_metadata(status))
                 return trace_service_pb2.ExportTraceServiceResponse()
             response = trace_service_pb2.ExportTraceServiceResponse()
-            if result.rejected_spans:
+            if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
                 response.partial_success.rejected_spans = result.rejected_spans
                 response.partial_success.error_message = result.error_message
             return response
@@ -81,7 +94,7 @@ class GrpcTraceReceiver:
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(pipeline), self._server)
+        self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(),))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port: int | None = None

@@ -30,7 +30,7 @@ from otel_bridge.config import HttpReceiver
 from otel_bridge.errors import QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
-from otel_bridge.otlp import parse_otlp_json
+from otel_bridge.otlp import decode_request, parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
@@ -39,13 +39,6 @@ from otel_bridge.receiver.tls import server_ssl_context
 __all__ = ["TRACES_PATH", "build_http_receiver", "otlp_http_app"]
 
 TRACES_PATH = "/v1/traces"
-
-
-def _decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    try:
-        return ExportTraceServiceRequest.FromString(body)
-    except Exception:  # DecodeError, and sometimes other errors, for garbage
-        raise ValueError("body is not a protobuf ExportTraceServiceRequest") from None
 
 
 def _encode_json(message: Any) -> bytes:
@@ -60,7 +53,8 @@ class _Codec:
 
 
 _CODECS = {
-    "application/x-protobuf": _Codec("application/x-protobuf", _decode_protobuf, lambda m: m.SerializeToString()),
+    # decode_request raises BadRequestError (a ValueError) saying why the bytes are not a request.
+    "application/x-protobuf": _Codec("application/x-protobuf", decode_request, lambda m: m.SerializeToString()),
     "application/json": _Codec("application/json", parse_otlp_json, _encode_json),
 }
 # zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
@@ -167,7 +161,7 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
                     status=status.http_status, body=body, content_type=codec.content_type, headers=http_headers(status)
                 )
             response = ExportTraceServiceResponse()
-            if result.rejected_spans:
+            if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
                 response.partial_success.rejected_spans = result.rejected_spans
                 response.partial_success.error_message = result.error_message
             return web.Response(body=codec.encode(response), content_type=codec.content_type)
