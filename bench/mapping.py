@@ -25,25 +25,17 @@ def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from otel_bridge.config import Mapping
-    from otel_bridge.limits import SpanLimits
-    from otel_bridge.mapping import DEFAULT_RULES, map_request
-    from otel_bridge.redact import compile_redaction
+    from otel_bridge.mapping import Mapper
 
     # As a bridge with the default mapping: section maps them, redaction and limits included.
-    defaults = Mapping()
-    options = {
-        "header_project": None,
-        "default_project": "",
-        "rules": DEFAULT_RULES,
-        "limits": SpanLimits.from_config(defaults.limits),
-        "redaction": compile_redaction(defaults.redact),
-    }
+    mapper = Mapper.from_config(Mapping())
+    options = {"header_project": None, "default_project": ""}
     requests = [ExportTraceServiceRequest.FromString(p) for p in payloads]
-    map_request(requests[0], **options)  # warm-up
+    mapper.map(requests[0], **options)  # warm-up
     spans, i = 0, 0
     started = time.perf_counter()
     while True:
-        spans += map_request(requests[i % len(requests)], **options).accepted
+        spans += mapper.map(requests[i % len(requests)], **options).accepted
         i += 1
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:

@@ -21,13 +21,11 @@ from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
 from otel_bridge.health import Health
 from otel_bridge.http_server import HttpServer
-from otel_bridge.limits import SpanLimits
-from otel_bridge.mapping import build_rules
+from otel_bridge.mapping import Mapper
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
-from otel_bridge.redact import compile_redaction
 from otel_bridge.telemetry import Metrics
 from otel_bridge.telemetry_server import telemetry_app
 
@@ -93,9 +91,7 @@ class Bridge:
         self.metrics.queue_capacity_bytes.set(exporter.queue_max_bytes)
         self.pipeline = Pipeline(
             queue=self.queue,
-            rules=build_rules(settings.mapping.edits()),
-            limits=SpanLimits.from_config(settings.mapping.limits),
-            redaction=compile_redaction(settings.mapping.redact),
+            mapper=Mapper.from_config(settings.mapping),
             default_project=exporter.weave.project,
             metrics=self.metrics,
         )

@@ -14,11 +14,9 @@ import yaml
 from otel_bridge import __version__
 from otel_bridge.config import PROJECT_FORM, load_settings, parse_project
 from otel_bridge.errors import ConfigError
-from otel_bridge.limits import SpanLimits
 from otel_bridge.logs import setup_logging
-from otel_bridge.mapping import as_config, build_rules, map_request
+from otel_bridge.mapping import Mapper, as_config, build_rules
 from otel_bridge.otlp import parse_request
-from otel_bridge.redact import compile_redaction
 
 __all__ = ["main"]
 
@@ -80,15 +78,11 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
-    rules = build_rules(settings.mapping.edits())
-    limits = SpanLimits.from_config(settings.mapping.limits)
-    redaction = compile_redaction(settings.mapping.redact)
+    mapper = Mapper.from_config(settings.mapping)
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = map_request(
-            request, header_project=None, default_project=project, rules=rules, limits=limits, redaction=redaction
-        )
+        mapped = mapper.map(request, header_project=None, default_project=project)
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
         if mapped.rejected or mapped.warnings:

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
-from otel_bridge.limits import SpanLimits
-from otel_bridge.mapping import MappedRequest, Rules, map_request
+from otel_bridge.mapping import MappedRequest, Mapper
 from otel_bridge.queue import CallQueue
-from otel_bridge.redact import Redaction
 from otel_bridge.telemetry import Metrics
 
 __all__ = ["Pipeline", "ExportResult"]
@@ -34,28 +32,17 @@ class Pipeline:
         self,
         *,
         queue: CallQueue,
-        rules: Rules,
-        limits: SpanLimits,
-        redaction: Redaction,
+        mapper: Mapper,
         default_project: str,
         metrics: Metrics,
     ) -> None:
         self.queue = queue
-        self.rules = rules
-        self.limits = limits
-        self.redaction = redaction
+        self.mapper = mapper
         self.default_project = default_project
         self.metrics = metrics
 
     def map(self, request: object, header_project: str | None) -> MappedRequest:
-        return map_request(
-            request,
-            header_project=header_project,
-            default_project=self.default_project,
-            rules=self.rules,
-            limits=self.limits,
-            redaction=self.redaction,
-        )
+        return self.mapper.map(request, header_project=header_project, default_project=self.default_project)
 
     async def export(self, request: object, *, header_project: str | None, transport: str) -> ExportResult:
         spans = _span_count(request)

@@ -13,17 +13,18 @@ from typing import Any
 import orjson
 
 from otel_bridge.config import PROJECT_FORM, parse_project
+from otel_bridge.config import Mapping as MappingConfig
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.limits import SpanLimits
 from otel_bridge.mapping.dump import resource_dump, scope_dump
 from otel_bridge.mapping.lookup import as_str, find
-from otel_bridge.mapping.rules import Rules
+from otel_bridge.mapping.rules import Rules, build_rules
 from otel_bridge.mapping.span import map_span
 from otel_bridge.otlp import attribute_tree, short_hex
-from otel_bridge.redact import Redaction
+from otel_bridge.redact import Redaction, compile_redaction
 from otel_bridge.sanitize import Sanitizer
 
-__all__ = ["MappedRequest", "map_request", "NO_PROJECT"]
+__all__ = ["Mapper", "MappedRequest", "map_request", "NO_PROJECT"]
 
 log = logging.getLogger("otel_bridge.mapping")
 
@@ -151,3 +152,27 @@ def map_request(
     result.redacted_values = sanitizer.redacted_values
     result.dropped_keys = sanitizer.dropped_keys
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Mapper:
+    """map_request with what a config's `mapping:` section says, compiled once. `serve` and `convert` both
+    build it here, so convert prints exactly the calls the bridge would queue."""
+
+    rules: Rules
+    limits: SpanLimits
+    redaction: Redaction
+
+    @classmethod
+    def from_config(cls, mapping: MappingConfig) -> Mapper:
+        return cls(build_rules(mapping.edits()), SpanLimits.from_config(mapping.limits), compile_redaction(mapping.redact))
+
+    def map(self, request: Any, *, header_project: str | None, default_project: str) -> MappedRequest:
+        return map_request(
+            request,
+            header_project=header_project,
+            default_project=default_project,
+            rules=self.rules,
+            limits=self.limits,
+            redaction=self.redaction,
+        )
