@@ -1,0 +1,1263 @@
+/* The OTLP trace decoder: ExportTraceServiceRequest bytes -> otel_bridge.decoded, sanitized as it reads.
+ *
+ * decode.py's decode_request_python is the reference: this module produces the same values, tallies and
+ * errors (tests/test_decode.py compares the two), several times faster, because reading protobuf fields
+ * through Python costs more than the whole wire walk here. Two passes over the bytes: `validate` checks
+ * the wire format, the UTF-8 of every string field and the nesting depth as the protobuf runtime does, so
+ * a request is refused whole or decoded whole; `build` then makes the Python objects. Limits and redaction
+ * are the Sanitizer's: this reads its limits and calls its methods (text, blob, drops, nested, ...) only
+ * where a value may change, which its `text_plan` says how to tell.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Module state: what the decoder takes from Python once.                                            */
+
+static PyObject *BadRequestError;            /* otel_bridge.errors.BadRequestError */
+static PyObject *json_loads;                 /* orjson.loads */
+static PyObject *ResourceSpansType, *ScopeSpansType, *SpanType; /* otel_bridge.decoded */
+static PyObject *key_shapes;                 /* key -> (parents tuple, last, has_index): keys repeat */
+static PyObject *s_dot, *s_conflict, *s_max_attributes, *s_max_events, *s_max_links, *s_max_depth;
+#define KEY_SHAPES_MAX 4096
+#define UINT32_MAX_COUNT 4294967295ULL
+/* The protobuf runtime refuses messages nested 100 deep (the request itself is level 0). */
+#define MAX_MESSAGE_DEPTH 100
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Wire format.                                                                                      */
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} Reader;
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
+#define TAG(field, wire_type) (((uint64_t)(field) << 3) | (uint64_t)(wire_type))
+
+/* Every read fails closed: on bad bytes it returns -1, zeroes its output and leaves the reader at its end,
+ * so the build pass, which ignores results on bytes already validated, can never read out of bounds. */
+static inline int fail(Reader *r) {
+    r->p = r->end;
+    return -1;
+}
+
+static inline int read_varint(Reader *r, uint64_t *out) {
+    uint64_t value = 0;
+    *out = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (r->p >= r->end) return fail(r);
+        uint8_t byte = *r->p++;
+        value |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            *out = value;
+            return 0;
+        }
+    }
+    return fail(r); /* more than 10 bytes */
+}
+
+static inline int read_tag(Reader *r, uint32_t *field, int *wire_type) {
+    uint64_t tag;
+    *field = 0;
+    *wire_type = -1;
+    if (read_varint(r, &tag) < 0 || tag > UINT32_MAX || (tag >> 3) == 0) return fail(r);
+    *field = (uint32_t)(tag >> 3);
+    *wire_type = (int)(tag & 7);
+    return 0;
+}
+
+/* A length-delimited field's contents. */
+static inline int read_len(Reader *r, Reader *sub) {
+    uint64_t n;
+    sub->p = sub->end = r->end;
+    if (read_varint(r, &n) < 0 || n > (uint64_t)(r->end - r->p)) return fail(r);
+    sub->p = r->p;
+    sub->end = r->p + n;
+    r->p += n;
+    return 0;
+}
+
+static inline int read_fixed64(Reader *r, uint64_t *out) {
+    *out = 0;
+    if (r->end - r->p < 8) return fail(r);
+    memcpy(out, r->p, 8); /* little endian on every platform CPython's wheels target */
+    r->p += 8;
+    return 0;
+}
+
+static inline int read_fixed32(Reader *r, uint32_t *out) {
+    *out = 0;
+    if (r->end - r->p < 4) return fail(r);
+    memcpy(out, r->p, 4);
+    r->p += 4;
+    return 0;
+}
+
+static int skip_group(Reader *r, uint32_t group, int depth);
+
+/* Skip one field of the given wire type (its tag already read). */
+static int skip_field(Reader *r, uint32_t field, int wire_type, int depth) {
+    uint64_t ignored;
+    Reader sub;
+    switch (wire_type) {
+    case WT_VARINT: return read_varint(r, &ignored);
+    case WT_I64: return read_fixed64(r, &ignored);
+    case WT_LEN: return read_len(r, &sub);
+    case WT_I32: {
+        uint32_t v;
+        return read_fixed32(r, &v);
+    }
+    case WT_SGROUP: return skip_group(r, field, depth + 1);
+    default: return -1; /* an end group with no start, or wire types 6 and 7 */
+    }
+}
+
+static int skip_group(Reader *r, uint32_t group, int depth) {
+    if (depth >= MAX_MESSAGE_DEPTH) return -2;
+    for (;;) {
+        uint32_t field;
+        int wire_type, rc;
+        if (read_tag(r, &field, &wire_type) < 0) return -1;
+        if (wire_type == WT_EGROUP) return field == group ? 0 : -1;
+        if ((rc = skip_field(r, field, wire_type, depth)) < 0) return rc;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Pass 1: validate. Each message kind names its string and message fields; the rest is skipped.      */
+
+typedef enum {
+    M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_ENTITY_REF, M_SCOPE_SPANS, M_SCOPE, M_SPAN, M_EVENT, M_LINK,
+    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY, M_KVLIST, M_NONE
+} Message;
+
+#define STRING_FIELD (-1)
+
+/* What field `field` of `message` holds: a message kind, STRING_FIELD, or M_NONE (a scalar or unknown). */
+static int field_kind(Message message, uint32_t field) {
+    switch (message) {
+    case M_REQUEST: return field == 1 ? M_RESOURCE_SPANS : M_NONE;
+    case M_RESOURCE_SPANS: return field == 1 ? M_RESOURCE : field == 2 ? M_SCOPE_SPANS : field == 3 ? STRING_FIELD : M_NONE;
+    case M_RESOURCE: return field == 1 ? M_KEY_VALUE : field == 3 ? M_ENTITY_REF : M_NONE;
+    case M_ENTITY_REF: return field >= 1 && field <= 4 ? STRING_FIELD : M_NONE;
+    case M_SCOPE_SPANS: return field == 1 ? M_SCOPE : field == 2 ? M_SPAN : field == 3 ? STRING_FIELD : M_NONE;
+    case M_SCOPE: return field == 1 || field == 2 ? STRING_FIELD : field == 3 ? M_KEY_VALUE : M_NONE;
+    case M_SPAN:
+        switch (field) {
+        case 3: case 5: return STRING_FIELD;
+        case 9: return M_KEY_VALUE;
+        case 11: return M_EVENT;
+        case 13: return M_LINK;
+        case 15: return M_STATUS;
+        default: return M_NONE;
+        }
+    case M_EVENT: return field == 2 ? STRING_FIELD : field == 3 ? M_KEY_VALUE : M_NONE;
+    case M_LINK: return field == 3 ? STRING_FIELD : field == 4 ? M_KEY_VALUE : M_NONE;
+    case M_STATUS: return field == 2 ? STRING_FIELD : M_NONE;
+    case M_KEY_VALUE: return field == 1 ? STRING_FIELD : field == 2 ? M_ANY_VALUE : M_NONE;
+    case M_ANY_VALUE: return field == 1 ? STRING_FIELD : field == 5 ? M_ARRAY : field == 6 ? M_KVLIST : M_NONE;
+    case M_ARRAY: return field == 1 ? M_ANY_VALUE : M_NONE;
+    case M_KVLIST: return field == 1 ? M_KEY_VALUE : M_NONE;
+    default: return M_NONE;
+    }
+}
+
+static int valid_utf8(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t chunk;
+            memcpy(&chunk, s + i, 8);
+            if (!(chunk & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && s[i + 1] < 0xA0) return 0; /* overlong */
+            if (c == 0xED && s[i + 1] > 0x9F) return 0; /* a surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if (c == 0xF0 && s[i + 1] < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && s[i + 1] > 0x8F) return 0; /* past U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+enum { E_CORRUPT = -1, E_DEPTH = -2, E_UTF8 = -3 };
+
+/* 0 when `r` holds a valid `message`; counts the spans it meets. */
+static int validate(Reader *r, Message message, int depth, Py_ssize_t *spans) {
+    if (depth >= MAX_MESSAGE_DEPTH) return E_DEPTH;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type, rc;
+        if (read_tag(r, &field, &wire_type) < 0) return E_CORRUPT;
+        int kind = field_kind(message, field);
+        if (kind == M_NONE || wire_type != WT_LEN) {
+            if ((rc = skip_field(r, field, wire_type, depth)) < 0) return rc == -2 ? E_DEPTH : E_CORRUPT;
+            continue;
+        }
+        Reader sub;
+        if (read_len(r, &sub) < 0) return E_CORRUPT;
+        if (kind == STRING_FIELD) {
+            if (!valid_utf8(sub.p, (size_t)(sub.end - sub.p))) return E_UTF8;
+        } else {
+            if (kind == M_SPAN) (*spans)++;
+            if ((rc = validate(&sub, (Message)kind, depth + 1, spans)) < 0) return rc;
+        }
+    }
+    return 0;
+}
+
+static void raise_bad_request(Py_ssize_t size, int error) {
+    const char *detail =
+        error == E_UTF8 ? "String field had bad UTF-8 (protobuf requires UTF-8 in strings; send binary data as bytes values)"
+        : error == E_DEPTH ? "Exceeded upb_DecodeOptions_MaxDepth (values nest deeper than the decoder's 100 message levels)"
+                           : "Wire format was corrupt (truncated, or not protobuf at all)";
+    PyErr_Format(BadRequestError, "request (%zd bytes) is not a protobuf ExportTraceServiceRequest: %s", size, detail);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Pass 2: build. The bytes are valid, so reads cannot fail; errors here are Python's (memory, a     */
+/* sanitizer method raising).                                                                        */
+
+typedef struct {
+    PyObject *sanitizer;
+    Py_ssize_t max_attributes, max_events, max_links, max_depth, max_length;
+    /* Sanitizer.text_plan: when text(s) may change s. */
+    int call_always, has_at_rules;
+    Py_ssize_t min_length, short_limit, n_short;
+    Py_ssize_t short_min[32];
+    const char *short_literal[32];
+    Py_ssize_t short_literal_len[32];
+    PyObject *plan; /* keeps the literals alive */
+    PyObject *key_verdicts; /* dict, or NULL when no key is dropped */
+    PyObject *text, *blob, *drops, *too_deep, *too_deep_key, *nested, *hit;
+} Ctx;
+
+static PyObject *call1(PyObject *f, PyObject *a) { return PyObject_CallOneArg(f, a); }
+
+static int hit(Ctx *c, PyObject *limit, Py_ssize_t count) {
+    PyObject *n = PyLong_FromSsize_t(count);
+    if (!n) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(c->hit, limit, n, NULL);
+    Py_DECREF(n);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Whether text(s) may change s: mirrors Redaction.text and Sanitizer.text's checks (see text_plan). */
+static int text_may_change(Ctx *c, const char *utf8, Py_ssize_t nbytes, Py_ssize_t length) {
+    if (c->call_always || length > c->max_length) return 1;
+    if (length < c->min_length) return 0;
+    if (length >= c->short_limit) return 1;
+    if (c->has_at_rules && memchr(utf8, '@', (size_t)nbytes)) return 1;
+    for (Py_ssize_t i = 0; i < c->n_short; i++) {
+        if (length < c->short_min[i]) break;
+        if (memmem(utf8, (size_t)nbytes, c->short_literal[i], (size_t)c->short_literal_len[i])) return 1;
+    }
+    return 0;
+}
+
+/* A string field's value as the sanitizer leaves it (new reference). */
+static PyObject *clean_text(Ctx *c, const uint8_t *utf8, Py_ssize_t nbytes) {
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)utf8, nbytes, NULL);
+    if (!s) return NULL;
+    if (!text_may_change(c, (const char *)utf8, nbytes, PyUnicode_GET_LENGTH(s))) return s;
+    PyObject *cleaned = call1(c->text, s);
+    Py_DECREF(s);
+    return cleaned;
+}
+
+static PyObject *hex_of(const uint8_t *p, Py_ssize_t n) {
+    static const char digits[] = "0123456789abcdef";
+    PyObject *s = PyUnicode_New(n * 2, 127);
+    if (!s) return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[2 * i] = (Py_UCS1)digits[p[i] >> 4];
+        out[2 * i + 1] = (Py_UCS1)digits[p[i] & 15];
+    }
+    return s;
+}
+
+static int is_digits(PyObject *s) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (n == 0) return 0;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i))) return 0;
+    return 1;
+}
+
+/* key -> (parents, last, has_index), as otlp._key_shape (borrowed from the cache). */
+static PyObject *key_shape(PyObject *key) {
+    PyObject *shape = PyDict_GetItemWithError(key_shapes, key);
+    if (shape || PyErr_Occurred()) return shape;
+    PyObject *parts = PyUnicode_Split(key, s_dot, -1);
+    if (!parts) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    if (n == 1) {
+        shape = Py_BuildValue("(()OO)", key, Py_False);
+    } else {
+        int has_index = 0;
+        for (Py_ssize_t i = 0; i < n && !has_index; i++) has_index = is_digits(PyList_GET_ITEM(parts, i));
+        PyObject *parents = PyList_GetSlice(parts, 0, n - 1);
+        PyObject *parent_tuple = parents ? PyList_AsTuple(parents) : NULL;
+        Py_XDECREF(parents);
+        shape = parent_tuple ? Py_BuildValue("(NOO)", parent_tuple, PyList_GET_ITEM(parts, n - 1), has_index ? Py_True : Py_False) : NULL;
+    }
+    Py_DECREF(parts);
+    if (!shape) return NULL;
+    if (PyDict_GET_SIZE(key_shapes) >= KEY_SHAPES_MAX) PyDict_Clear(key_shapes);
+    int rc = PyDict_SetItem(key_shapes, key, shape);
+    Py_DECREF(shape); /* the cache holds it */
+    return rc < 0 ? NULL : shape;
+}
+
+/* Whether to drop `key` (a dotted path): redaction's key rules, asked only when the cache does not say no. */
+static int drops_key(Ctx *c, PyObject *key, int use_cache) {
+    if (!c->key_verdicts) return 0;
+    if (use_cache) {
+        PyObject *verdict = PyDict_GetItemWithError(c->key_verdicts, key);
+        if (verdict == Py_False) return 0;
+        if (!verdict && PyErr_Occurred()) return -1;
+    }
+    PyObject *r = call1(c->drops, key);
+    if (!r) return -1;
+    int yes = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return yes;
+}
+
+static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path);
+
+/* KeyValue -> its key (new reference, or NULL with *value_at empty when absent) and where its value is. */
+static PyObject *key_value(Reader *kv, Reader *value_at, int *has_value) {
+    PyObject *key = NULL;
+    *has_value = 0;
+    while (kv->p < kv->end) {
+        uint32_t field;
+        int wire_type;
+        read_tag(kv, &field, &wire_type);
+        if (field == 1 && wire_type == WT_LEN) {
+            Reader s;
+            read_len(kv, &s);
+            Py_XDECREF(key);
+            key = PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
+            if (!key) return NULL;
+        } else if (field == 2 && wire_type == WT_LEN) {
+            read_len(kv, value_at);
+            *has_value = 1;
+        } else {
+            skip_field(kv, field, wire_type, 0);
+        }
+    }
+    if (!key) key = PyUnicode_New(0, 0);
+    return key;
+}
+
+/* A JSON-ready value of an AnyValue, as otlp._value_of (new reference). */
+static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path) {
+    int kind = 0; /* the oneof field set last */
+    uint64_t varint = 0, fixed = 0;
+    Reader sub = {0, 0};
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        read_tag(r, &field, &wire_type);
+        int matches = (field == 1 || field == 5 || field == 6 || field == 7) ? wire_type == WT_LEN
+                      : (field == 2 || field == 3 || field == 8) ? wire_type == WT_VARINT
+                      : field == 4 ? wire_type == WT_I64 : 0;
+        if (!matches) {
+            skip_field(r, field, wire_type, 0);
+            continue;
+        }
+        kind = (int)field;
+        if (wire_type == WT_LEN) read_len(r, &sub);
+        else if (wire_type == WT_VARINT) read_varint(r, &varint);
+        else read_fixed64(r, &fixed);
+    }
+    switch (kind) {
+    case 1: return clean_text(c, sub.p, sub.end - sub.p);
+    case 2: return PyBool_FromLong(varint != 0);
+    case 3: return PyLong_FromLongLong((long long)varint);
+    case 4: {
+        double number;
+        memcpy(&number, &fixed, 8);
+        PyObject *f = PyFloat_FromDouble(number);
+        if (f && (number != number || number == Py_HUGE_VAL || number == -Py_HUGE_VAL)) {
+            PyObject *s = PyObject_Str(f); /* "nan", "inf", "-inf", as Weave's ingestion writes them */
+            Py_DECREF(f);
+            return s;
+        }
+        return f;
+    }
+    case 5: {
+        if (levels <= 0) return PyObject_CallNoArgs(c->too_deep);
+        PyObject *list = PyList_New(0);
+        if (!list) return NULL;
+        while (sub.p < sub.end) {
+            uint32_t field;
+            int wire_type;
+            read_tag(&sub, &field, &wire_type);
+            if (field != 1 || wire_type != WT_LEN) {
+                skip_field(&sub, field, wire_type, 0);
+                continue;
+            }
+            Reader item;
+            read_len(&sub, &item);
+            PyObject *v = any_value(c, &item, levels - 1, path);
+            if (!v || PyList_Append(list, v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(list);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+        return list;
+    }
+    case 6: {
+        if (levels <= 0) return PyObject_CallNoArgs(c->too_deep);
+        PyObject *dict = PyDict_New();
+        if (!dict) return NULL;
+        while (sub.p < sub.end) {
+            uint32_t field;
+            int wire_type;
+            read_tag(&sub, &field, &wire_type);
+            if (field != 1 || wire_type != WT_LEN) {
+                skip_field(&sub, field, wire_type, 0);
+                continue;
+            }
+            Reader kv, value_at = {0, 0};
+            int has_value;
+            read_len(&sub, &kv);
+            PyObject *key = key_value(&kv, &value_at, &has_value);
+            if (!key) goto kv_fail;
+            PyObject *key_path = NULL;
+            if (c->key_verdicts) {
+                key_path = PyUnicode_FromFormat("%U.%U", path, key);
+                if (!key_path) {
+                    Py_DECREF(key);
+                    goto kv_fail;
+                }
+                int dropped = drops_key(c, key_path, 0);
+                if (dropped) {
+                    Py_DECREF(key);
+                    Py_DECREF(key_path);
+                    if (dropped < 0) goto kv_fail;
+                    continue;
+                }
+            } else {
+                key_path = Py_NewRef(path); /* not read: only the key rules look at paths */
+            }
+            PyObject *v = has_value ? any_value(c, &value_at, levels - 1, key_path) : Py_NewRef(Py_None);
+            Py_DECREF(key_path);
+            if (!v || PyDict_SetItem(dict, key, v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(key);
+                goto kv_fail;
+            }
+            Py_DECREF(v);
+            Py_DECREF(key);
+        }
+        return dict;
+    kv_fail:
+        Py_DECREF(dict);
+        return NULL;
+    }
+    case 7: {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)sub.p, sub.end - sub.p);
+        if (!b) return NULL;
+        PyObject *v = call1(c->blob, b);
+        Py_DECREF(b);
+        return v;
+    }
+    default: Py_RETURN_NONE; /* no value, or string_value_strindex (profiles only) */
+    }
+}
+
+/* ---- attribute trees (otlp.attribute_tree) ---- */
+
+typedef struct {
+    PyObject *tree;  /* dict */
+    PyObject *keys;  /* list of the keys kept, or NULL */
+    PyObject *built; /* set of ids of the dicts unflattening made, or NULL until one is */
+    int indexed;
+    Py_ssize_t seen; /* KeyValues met, kept or cut by max_attributes */
+} Tree;
+
+static int tree_init(Tree *t, int with_keys) {
+    t->tree = PyDict_New();
+    t->keys = with_keys ? PyList_New(0) : NULL;
+    t->built = NULL;
+    t->indexed = 0;
+    t->seen = 0;
+    return (t->tree && (!with_keys || t->keys)) ? 0 : -1;
+}
+
+static void tree_clear(Tree *t) {
+    Py_CLEAR(t->tree);
+    Py_CLEAR(t->keys);
+    Py_CLEAR(t->built);
+}
+
+static int mark_built(Tree *t, PyObject *dict) {
+    if (!t->built && !(t->built = PySet_New(NULL))) return -1;
+    PyObject *id = PyLong_FromVoidPtr(dict);
+    if (!id) return -1;
+    int rc = PySet_Add(t->built, id);
+    Py_DECREF(id);
+    return rc;
+}
+
+static int is_built(Tree *t, PyObject *dict) {
+    if (!t->built) return 0;
+    PyObject *id = PyLong_FromVoidPtr(dict);
+    if (!id) return -1;
+    int rc = PySet_Contains(t->built, id);
+    Py_DECREF(id);
+    return rc;
+}
+
+static int all_digit_keys(PyObject *dict) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(dict, &pos, &k, &v))
+        if (!PyUnicode_Check(k) || !is_digits(k)) return 0;
+    return 1;
+}
+
+/* otlp._put: `value` arrives for a key that already holds something. */
+static int put(PyObject *node, PyObject *key, PyObject *value) {
+    PyObject *existing = PyDict_GetItemWithError(node, key);
+    if (!existing) {
+        if (PyErr_Occurred()) return -1;
+        return PyDict_SetItem(node, key, value);
+    }
+    if (existing == Py_None) return PyDict_SetItem(node, key, value);
+    if (PyDict_Check(existing)) {
+        if (PyDict_Check(value)) return PyDict_Update(existing, value);
+        if (PyList_Check(value) && PyDict_GET_SIZE(existing) && all_digit_keys(existing)) {
+            /* A JSON array after indexed sub-keys: merge by index. */
+            Py_INCREF(existing);
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+                PyObject *index = PyUnicode_FromFormat("%zd", i);
+                if (!index || put(existing, index, PyList_GET_ITEM(value, i)) < 0) {
+                    Py_XDECREF(index);
+                    Py_DECREF(existing);
+                    return -1;
+                }
+                Py_DECREF(index);
+            }
+            Py_DECREF(existing);
+            return 0;
+        }
+        return PyDict_SetItem(existing, s_conflict, value);
+    }
+    if (PyDict_Check(value)) {
+        PyObject *merged = PyDict_New();
+        if (!merged || PyDict_SetItem(merged, s_conflict, existing) < 0 || PyDict_Update(merged, value) < 0) {
+            Py_XDECREF(merged);
+            return -1;
+        }
+        int rc = PyDict_SetItem(node, key, merged);
+        Py_DECREF(merged);
+        return rc;
+    }
+    return PyDict_SetItem(node, key, value); /* a repeated key: the last one wins */
+}
+
+/* otlp._as_node: a value that dotted sub-keys must go under (new reference). */
+static PyObject *as_node(PyObject *value) {
+    PyObject *node = PyDict_New();
+    if (!node) return NULL;
+    if (PyList_CheckExact(value)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            PyObject *index = PyUnicode_FromFormat("%zd", i);
+            if (!index || PyDict_SetItem(node, index, PyList_GET_ITEM(value, i)) < 0) {
+                Py_XDECREF(index);
+                Py_DECREF(node);
+                return NULL;
+            }
+            Py_DECREF(index);
+        }
+    } else if (PyDict_SetItem(node, s_conflict, value) < 0) {
+        Py_DECREF(node);
+        return NULL;
+    }
+    return node;
+}
+
+/* A top-level string value that may be JSON text: decoded as attribute_tree does (new reference). */
+static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (n == 0) return Py_NewRef(text);
+    Py_UCS4 first = PyUnicode_READ_CHAR(text, 0);
+    if (first != '{' && first != '[' && first != '"') return Py_NewRef(text);
+    if (first == '"' && (n < 2 || PyUnicode_READ_CHAR(text, n - 1) != '"')) return Py_NewRef(text);
+    PyObject *decoded = call1(json_loads, text);
+    if (!decoded) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL; /* orjson.JSONDecodeError is one */
+        PyErr_Clear();
+        return Py_NewRef(text);
+    }
+    if (PyUnicode_CheckExact(decoded)) {
+        /* A JSON string: its escapes may spell out what the text hid. */
+        PyObject *cleaned = call1(c->text, decoded);
+        Py_DECREF(decoded);
+        return cleaned;
+    }
+    /* Deeper than `levels` only if it has more opening brackets than that; most values are not walked. */
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (!utf8) {
+        Py_DECREF(decoded);
+        return NULL;
+    }
+    Py_ssize_t brackets = 0;
+    for (Py_ssize_t i = 0; i < size; i++) brackets += (utf8[i] == '{') | (utf8[i] == '[');
+    if (brackets <= levels) return decoded;
+    PyObject *levels_obj = PyLong_FromSsize_t(levels);
+    PyObject *kept = levels_obj ? PyObject_CallFunctionObjArgs(c->nested, decoded, text, levels_obj, NULL) : NULL;
+    Py_XDECREF(levels_obj);
+    Py_DECREF(decoded);
+    return kept;
+}
+
+/* One KeyValue into the tree (the body of attribute_tree's loop). */
+static int tree_add(Ctx *c, Tree *t, Reader *kv) {
+    Reader value_at = {0, 0};
+    int has_value, rc = -1;
+    PyObject *key = key_value(kv, &value_at, &has_value), *value = NULL;
+    if (!key) return -1;
+    int dropped = drops_key(c, key, 1);
+    if (dropped) {
+        Py_DECREF(key);
+        return dropped < 0 ? -1 : 0;
+    }
+    if (t->keys && PyList_Append(t->keys, key) < 0) goto done;
+    PyObject *shape = key_shape(key); /* borrowed */
+    if (!shape) goto done;
+    PyObject *parents = PyTuple_GET_ITEM(shape, 0), *last = PyTuple_GET_ITEM(shape, 1);
+    int has_index = PyTuple_GET_ITEM(shape, 2) == Py_True;
+    Py_ssize_t n_parents = PyTuple_GET_SIZE(parents);
+    Py_INCREF(shape); /* a sanitizer call below could clear the cache */
+    if (n_parents >= c->max_depth) {
+        PyObject *r = PyObject_CallNoArgs(c->too_deep_key);
+        if (!r) goto done_shape;
+        Py_DECREF(r);
+        n_parents = 0;
+        last = key;
+        has_index = 0;
+    }
+    Py_ssize_t levels = c->max_depth - n_parents - 1;
+    value = has_value ? any_value(c, &value_at, levels, key) : Py_NewRef(Py_None);
+    if (!value) goto done_shape;
+    if (PyUnicode_CheckExact(value)) {
+        PyObject *decoded = json_value(c, value, levels);
+        if (!decoded) goto done_shape;
+        Py_SETREF(value, decoded);
+    }
+    PyObject *node = t->tree;
+    if (n_parents) {
+        if (has_index) t->indexed = 1;
+        for (Py_ssize_t i = 0; i < n_parents; i++) {
+            PyObject *part = PyTuple_GET_ITEM(parents, i);
+            PyObject *child = PyDict_GetItemWithError(node, part);
+            if (!child && PyErr_Occurred()) goto done_shape;
+            if (!child || child == Py_None) { /* None counts as absent, as in dict.get */
+                child = PyDict_New();
+                if (!child) goto done_shape;
+                if (PyDict_SetItem(node, part, child) < 0 || mark_built(t, child) < 0) {
+                    Py_DECREF(child);
+                    goto done_shape;
+                }
+                Py_DECREF(child); /* node holds it */
+            } else if (!PyDict_CheckExact(child)) {
+                child = as_node(child);
+                if (!child) goto done_shape;
+                if (PyDict_SetItem(node, part, child) < 0 || mark_built(t, child) < 0) {
+                    Py_DECREF(child);
+                    goto done_shape;
+                }
+                Py_DECREF(child);
+            }
+            node = child;
+        }
+    }
+    PyObject *current = PyDict_GetItemWithError(node, last);
+    if (!current && PyErr_Occurred()) goto done_shape;
+    rc = (!current || current == Py_None) ? PyDict_SetItem(node, last, value) : put(node, last, value);
+done_shape:
+    Py_DECREF(shape);
+done:
+    Py_XDECREF(value);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* otlp._listify_children: built dicts keyed exactly "0".."n-1" -> lists, depth first. */
+static int listify(Tree *t, PyObject *node) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(node, &pos, &key, &value)) {
+        if (!PyDict_CheckExact(value)) continue;
+        int built = is_built(t, value);
+        if (built < 0) return -1;
+        if (!built) continue;
+        Py_INCREF(value);
+        if (listify(t, value) < 0) {
+            Py_DECREF(value);
+            return -1;
+        }
+        Py_ssize_t n = PyDict_GET_SIZE(value);
+        PyObject *list = PyList_New(n);
+        int complete = list != NULL;
+        for (Py_ssize_t i = 0; complete && i < n; i++) {
+            PyObject *index = PyUnicode_FromFormat("%zd", i);
+            PyObject *item = index ? PyDict_GetItemWithError(value, index) : NULL;
+            Py_XDECREF(index);
+            if (!item) {
+                complete = 0;
+                if (PyErr_Occurred()) {
+                    Py_XDECREF(list);
+                    Py_DECREF(value);
+                    return -1;
+                }
+                break;
+            }
+            PyList_SET_ITEM(list, i, Py_NewRef(item));
+        }
+        Py_DECREF(value);
+        if (complete) {
+            /* Replacing the value of an existing key does not resize the dict being walked. */
+            int rc = PyDict_SetItem(node, key, list);
+            Py_DECREF(list);
+            if (rc < 0) return -1;
+        } else {
+            Py_XDECREF(list);
+        }
+    }
+    return 0;
+}
+
+/* A repeated KeyValue field met once more: into the tree, or counted past max_attributes. */
+static int tree_field(Ctx *c, Tree *t, Reader *kv) {
+    if (t->seen++ >= c->max_attributes) return 0;
+    return tree_add(c, t, kv);
+}
+
+/* The tree done; the dropped_attributes_count to report, with what max_attributes cut added. */
+static int tree_finish(Ctx *c, Tree *t, uint64_t *dropped) {
+    if (t->indexed && listify(t, t->tree) < 0) return -1;
+    Py_ssize_t excess = t->seen - c->max_attributes;
+    if (excess > 0) {
+        uint64_t total = *dropped + (uint64_t)excess;
+        *dropped = total > UINT32_MAX_COUNT ? UINT32_MAX_COUNT : total;
+        return hit(c, s_max_attributes, excess);
+    }
+    return 0;
+}
+
+/* ---- messages ---- */
+
+static PyObject *text_field(Ctx *c, Reader *s) { return clean_text(c, s->p, s->end - s->p); }
+
+static PyObject *event_of(Ctx *c, Reader *r, PyObject **keys_out) {
+    uint64_t time = 0, dropped = 0, v;
+    PyObject *name = NULL, *event = NULL;
+    Tree t;
+    if (tree_init(&t, 1) < 0) goto fail;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        if (field == 1 && wire_type == WT_I64) read_fixed64(r, &time);
+        else if (field == 2 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            Py_XSETREF(name, text_field(c, &s));
+            if (!name) goto fail;
+        } else if (field == 3 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            if (tree_field(c, &t, &s) < 0) goto fail;
+        } else if (field == 4 && wire_type == WT_VARINT) {
+            read_varint(r, &v);
+            dropped = (uint32_t)v;
+        } else skip_field(r, field, wire_type, 0);
+    }
+    if (tree_finish(c, &t, &dropped) < 0) goto fail;
+    if (!name) name = PyUnicode_New(0, 0);
+    event = Py_BuildValue("{sNsKsOsK}", "name", name, "timestamp", (unsigned long long)time, "attributes", t.tree,
+                          "dropped_attributes_count", (unsigned long long)dropped);
+    name = NULL;
+    if (!event) goto fail;
+    *keys_out = t.keys;
+    t.keys = NULL;
+    tree_clear(&t);
+    return event;
+fail:
+    Py_XDECREF(name);
+    tree_clear(&t);
+    return NULL;
+}
+
+static PyObject *link_of(Ctx *c, Reader *r) {
+    uint64_t dropped = 0, v;
+    uint32_t flags = 0;
+    Reader trace_id = {0, 0}, span_id = {0, 0};
+    PyObject *trace_state = NULL;
+    Tree t;
+    if (tree_init(&t, 0) < 0) goto fail;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        if (field == 1 && wire_type == WT_LEN) read_len(r, &trace_id);
+        else if (field == 2 && wire_type == WT_LEN) read_len(r, &span_id);
+        else if (field == 3 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            Py_XSETREF(trace_state, text_field(c, &s));
+            if (!trace_state) goto fail;
+        } else if (field == 4 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            if (tree_field(c, &t, &s) < 0) goto fail;
+        } else if (field == 5 && wire_type == WT_VARINT) {
+            read_varint(r, &v);
+            dropped = (uint32_t)v;
+        } else if (field == 6 && wire_type == WT_I32) read_fixed32(r, &flags);
+        else skip_field(r, field, wire_type, 0);
+    }
+    if (tree_finish(c, &t, &dropped) < 0) goto fail;
+    if (!trace_state) trace_state = PyUnicode_New(0, 0);
+    PyObject *link = Py_BuildValue("{sNsNsNsOsKsk}", "trace_id", hex_of(trace_id.p, trace_id.end - trace_id.p),
+                                   "span_id", hex_of(span_id.p, span_id.end - span_id.p), "trace_state", trace_state,
+                                   "attributes", t.tree, "dropped_attributes_count", (unsigned long long)dropped,
+                                   "flags", (unsigned long)flags);
+    trace_state = NULL;
+    tree_clear(&t);
+    return link;
+fail:
+    Py_XDECREF(trace_state);
+    tree_clear(&t);
+    return NULL;
+}
+
+static PyObject *bytes_of(Reader *s) { return PyBytes_FromStringAndSize((const char *)s->p, s->end - s->p); }
+
+static int count_over(Ctx *c, PyObject *limit, Py_ssize_t seen, Py_ssize_t max, uint64_t *dropped) {
+    if (seen <= max) return 0;
+    uint64_t total = *dropped + (uint64_t)(seen - max);
+    *dropped = total > UINT32_MAX_COUNT ? UINT32_MAX_COUNT : total;
+    return hit(c, limit, seen - max);
+}
+
+static PyObject *span_of(Ctx *c, Reader *r) {
+    Reader trace_id = {0, 0}, span_id = {0, 0}, parent = {0, 0};
+    uint64_t start = 0, end = 0, v, dropped_attributes = 0, dropped_events = 0, dropped_links = 0;
+    uint32_t flags = 0;
+    int32_t kind = 0, status_code = 0;
+    Py_ssize_t events_seen = 0, links_seen = 0;
+    PyObject *trace_state = NULL, *name = NULL, *status_message = NULL, *events = PyList_New(0),
+             *event_keys = PyList_New(0), *links = PyList_New(0), *span = NULL;
+    Tree t;
+    if (tree_init(&t, 1) < 0 || !events || !event_keys || !links) goto fail;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        switch (TAG(field, wire_type)) {
+        case TAG(1, WT_LEN): read_len(r, &trace_id); break;
+        case TAG(2, WT_LEN): read_len(r, &span_id); break;
+        case TAG(4, WT_LEN): read_len(r, &parent); break;
+        case TAG(3, WT_LEN):
+            read_len(r, &s);
+            Py_XSETREF(trace_state, text_field(c, &s));
+            if (!trace_state) goto fail;
+            break;
+        case TAG(5, WT_LEN):
+            read_len(r, &s);
+            Py_XSETREF(name, text_field(c, &s));
+            if (!name) goto fail;
+            break;
+        case TAG(9, WT_LEN):
+            read_len(r, &s);
+            if (tree_field(c, &t, &s) < 0) goto fail;
+            break;
+        case TAG(11, WT_LEN):
+            read_len(r, &s);
+            if (events_seen++ < c->max_events) {
+                PyObject *keys = NULL, *event = event_of(c, &s, &keys);
+                if (!event) goto fail;
+                int rc = PyList_Append(events, event) | PyList_Append(event_keys, keys);
+                Py_DECREF(event);
+                Py_DECREF(keys);
+                if (rc < 0) goto fail;
+            }
+            break;
+        case TAG(13, WT_LEN):
+            read_len(r, &s);
+            if (links_seen++ < c->max_links) {
+                PyObject *link = link_of(c, &s);
+                if (!link) goto fail;
+                int rc = PyList_Append(links, link);
+                Py_DECREF(link);
+                if (rc < 0) goto fail;
+            }
+            break;
+        case TAG(15, WT_LEN):
+            read_len(r, &s);
+            while (s.p < s.end) { /* Status */
+                uint32_t f;
+                int w;
+                read_tag(&s, &f, &w);
+                if (f == 2 && w == WT_LEN) {
+                    Reader m;
+                    read_len(&s, &m);
+                    Py_XSETREF(status_message, text_field(c, &m));
+                    if (!status_message) goto fail;
+                } else if (f == 3 && w == WT_VARINT) {
+                    read_varint(&s, &v);
+                    status_code = (int32_t)(uint32_t)v;
+                } else skip_field(&s, f, w, 0);
+            }
+            break;
+        case TAG(6, WT_VARINT): read_varint(r, &v); kind = (int32_t)(uint32_t)v; break;
+        case TAG(10, WT_VARINT): read_varint(r, &v); dropped_attributes = (uint32_t)v; break;
+        case TAG(12, WT_VARINT): read_varint(r, &v); dropped_events = (uint32_t)v; break;
+        case TAG(14, WT_VARINT): read_varint(r, &v); dropped_links = (uint32_t)v; break;
+        case TAG(7, WT_I64): read_fixed64(r, &start); break;
+        case TAG(8, WT_I64): read_fixed64(r, &end); break;
+        case TAG(16, WT_I32): read_fixed32(r, &flags); break;
+        default: skip_field(r, field, wire_type, 0);
+        }
+    }
+    if (tree_finish(c, &t, &dropped_attributes) < 0 ||
+        count_over(c, s_max_events, events_seen, c->max_events, &dropped_events) < 0 ||
+        count_over(c, s_max_links, links_seen, c->max_links, &dropped_links) < 0)
+        goto fail;
+    PyObject *empty = PyUnicode_New(0, 0);
+    if (!empty) goto fail;
+    PyObject *items = Py_BuildValue(
+        "(NNNNkNiKKOOKOOKOKiN)", bytes_of(&trace_id), bytes_of(&span_id), bytes_of(&parent),
+        trace_state ? trace_state : Py_NewRef(empty), (unsigned long)flags, name ? name : Py_NewRef(empty), (int)kind,
+        (unsigned long long)start, (unsigned long long)end, t.tree, t.keys, (unsigned long long)dropped_attributes,
+        events, event_keys, (unsigned long long)dropped_events, links, (unsigned long long)dropped_links,
+        (int)status_code, status_message ? status_message : Py_NewRef(empty));
+    Py_DECREF(empty);
+    trace_state = name = status_message = NULL; /* stolen by "N" */
+    if (!items) goto fail;
+    PyObject *args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (!args) goto fail;
+    span = PyTuple_Type.tp_new((PyTypeObject *)SpanType, args, NULL);
+    Py_DECREF(args);
+fail:
+    Py_XDECREF(trace_state);
+    Py_XDECREF(name);
+    Py_XDECREF(status_message);
+    Py_XDECREF(events);
+    Py_XDECREF(event_keys);
+    Py_XDECREF(links);
+    tree_clear(&t);
+    return span;
+}
+
+static PyObject *make(PyObject *type, PyObject *a, PyObject *b) {
+    PyObject *items = PyTuple_Pack(2, a, b);
+    if (!items) return NULL;
+    PyObject *args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (!args) return NULL;
+    PyObject *obj = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+    Py_DECREF(args);
+    return obj;
+}
+
+static PyObject *scope_spans_of(Ctx *c, Reader *r) {
+    PyObject *name = NULL, *version = NULL, *spans = PyList_New(0), *scope = NULL, *result = NULL;
+    uint64_t dropped = 0, v;
+    Tree t;
+    if (tree_init(&t, 0) < 0 || !spans) goto fail;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        if (field == 1 && wire_type == WT_LEN) { /* InstrumentationScope; a repeated one merges */
+            read_len(r, &s);
+            while (s.p < s.end) {
+                uint32_t f;
+                int w;
+                Reader m;
+                read_tag(&s, &f, &w);
+                if ((f == 1 || f == 2) && w == WT_LEN) {
+                    read_len(&s, &m);
+                    PyObject *text = text_field(c, &m);
+                    if (!text) goto fail;
+                    Py_XSETREF(*(f == 1 ? &name : &version), text);
+                } else if (f == 3 && w == WT_LEN) {
+                    read_len(&s, &m);
+                    if (tree_field(c, &t, &m) < 0) goto fail;
+                } else if (f == 4 && w == WT_VARINT) {
+                    read_varint(&s, &v);
+                    dropped = (uint32_t)v;
+                } else skip_field(&s, f, w, 0);
+            }
+        } else if (field == 2 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            PyObject *span = span_of(c, &s);
+            if (!span) goto fail;
+            int rc = PyList_Append(spans, span);
+            Py_DECREF(span);
+            if (rc < 0) goto fail;
+        } else skip_field(r, field, wire_type, 0);
+    }
+    if (tree_finish(c, &t, &dropped) < 0) goto fail;
+    if (!name) name = PyUnicode_New(0, 0);
+    if (!version) version = PyUnicode_New(0, 0);
+    scope = Py_BuildValue("{sNsNsOsK}", "name", name, "version", version, "attributes", t.tree,
+                          "dropped_attributes_count", (unsigned long long)dropped);
+    name = version = NULL;
+    if (scope) result = make(ScopeSpansType, scope, spans);
+fail:
+    Py_XDECREF(name);
+    Py_XDECREF(version);
+    Py_XDECREF(scope);
+    Py_XDECREF(spans);
+    tree_clear(&t);
+    return result;
+}
+
+static PyObject *resource_spans_of(Ctx *c, Reader *r) {
+    PyObject *scopes = PyList_New(0), *resource = NULL, *result = NULL;
+    uint64_t dropped = 0, v;
+    Tree t;
+    if (tree_init(&t, 0) < 0 || !scopes) goto fail;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        if (field == 1 && wire_type == WT_LEN) { /* Resource; a repeated one merges */
+            read_len(r, &s);
+            while (s.p < s.end) {
+                uint32_t f;
+                int w;
+                Reader m;
+                read_tag(&s, &f, &w);
+                if (f == 1 && w == WT_LEN) {
+                    read_len(&s, &m);
+                    if (tree_field(c, &t, &m) < 0) goto fail;
+                } else if (f == 2 && w == WT_VARINT) {
+                    read_varint(&s, &v);
+                    dropped = (uint32_t)v;
+                } else skip_field(&s, f, w, 0);
+            }
+        } else if (field == 2 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            PyObject *scope = scope_spans_of(c, &s);
+            if (!scope) goto fail;
+            int rc = PyList_Append(scopes, scope);
+            Py_DECREF(scope);
+            if (rc < 0) goto fail;
+        } else skip_field(r, field, wire_type, 0);
+    }
+    if (tree_finish(c, &t, &dropped) < 0) goto fail;
+    resource = Py_BuildValue("{sOsK}", "attributes", t.tree, "dropped_attributes_count", (unsigned long long)dropped);
+    if (resource) result = make(ResourceSpansType, resource, scopes);
+fail:
+    Py_XDECREF(resource);
+    Py_XDECREF(scopes);
+    tree_clear(&t);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Entry points.                                                                                     */
+
+static Py_ssize_t get_size(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (!v) return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return n;
+}
+
+static int ctx_init(Ctx *c, PyObject *sanitizer) {
+    memset(c, 0, sizeof(*c));
+    c->sanitizer = sanitizer;
+    PyObject *limits = PyObject_GetAttrString(sanitizer, "limits");
+    if (!limits) return -1;
+    c->max_attributes = get_size(limits, s_max_attributes);
+    c->max_events = get_size(limits, s_max_events);
+    c->max_links = get_size(limits, s_max_links);
+    c->max_depth = get_size(limits, s_max_depth);
+    Py_DECREF(limits);
+    if (PyErr_Occurred()) return -1;
+    /* (max_length, call_always, min_length, has_at_rules, short_limit, ((min_length, literal), ...)) */
+    c->plan = PyObject_GetAttrString(sanitizer, "text_plan");
+    if (!c->plan) return -1;
+    PyObject *short_rules;
+    int call_always, has_at;
+    if (!PyArg_ParseTuple(c->plan, "npnpnO!", &c->max_length, &call_always, &c->min_length, &has_at,
+                          &c->short_limit, &PyTuple_Type, &short_rules))
+        return -1;
+    c->call_always = call_always;
+    c->has_at_rules = has_at;
+    c->n_short = PyTuple_GET_SIZE(short_rules);
+    if (c->n_short > 32) {
+        c->call_always = 1; /* more rules than this table holds: let text() decide every time */
+        c->n_short = 0;
+    }
+    for (Py_ssize_t i = 0; i < c->n_short; i++) {
+        PyObject *literal;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(short_rules, i), "nU", &c->short_min[i], &literal)) return -1;
+        c->short_literal[i] = PyUnicode_AsUTF8AndSize(literal, &c->short_literal_len[i]);
+        if (!c->short_literal[i]) return -1;
+    }
+    PyObject *verdicts = PyObject_GetAttrString(sanitizer, "key_verdicts");
+    if (!verdicts) return -1;
+    if (verdicts == Py_None) Py_DECREF(verdicts);
+    else if (PyDict_Check(verdicts)) c->key_verdicts = verdicts;
+    else {
+        Py_DECREF(verdicts);
+        PyErr_SetString(PyExc_TypeError, "sanitizer.key_verdicts must be a dict or None");
+        return -1;
+    }
+    if (!(c->text = PyObject_GetAttrString(sanitizer, "text")) || !(c->blob = PyObject_GetAttrString(sanitizer, "blob")) ||
+        !(c->drops = PyObject_GetAttrString(sanitizer, "drops")) ||
+        !(c->too_deep = PyObject_GetAttrString(sanitizer, "too_deep")) ||
+        !(c->too_deep_key = PyObject_GetAttrString(sanitizer, "too_deep_key")) ||
+        !(c->nested = PyObject_GetAttrString(sanitizer, "nested")) || !(c->hit = PyObject_GetAttrString(sanitizer, "hit")))
+        return -1;
+    return 0;
+}
+
+static void ctx_clear(Ctx *c) {
+    Py_CLEAR(c->plan);
+    Py_CLEAR(c->key_verdicts);
+    Py_CLEAR(c->text);
+    Py_CLEAR(c->blob);
+    Py_CLEAR(c->drops);
+    Py_CLEAR(c->too_deep);
+    Py_CLEAR(c->too_deep_key);
+    Py_CLEAR(c->nested);
+    Py_CLEAR(c->hit);
+}
+
+static int checked(Py_buffer *view, Py_ssize_t *spans) {
+    Reader r = {(const uint8_t *)view->buf, (const uint8_t *)view->buf + view->len};
+    *spans = 0;
+    int rc = validate(&r, M_REQUEST, 0, spans);
+    if (rc < 0) raise_bad_request(view->len, rc);
+    return rc;
+}
+
+PyDoc_STRVAR(decode_request_doc,
+             "decode_request(data, sanitizer) -> list[ResourceSpans]\n\n"
+             "An ExportTraceServiceRequest's bytes as otel_bridge.decoded values, limits and redaction applied\n"
+             "through `sanitizer`; BadRequestError saying why when the bytes are not such a request.");
+
+static PyObject *decode_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "decode_request(data, sanitizer) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t spans;
+    PyObject *result = NULL;
+    Ctx c;
+    if (checked(&view, &spans) < 0) goto done;
+    if (ctx_init(&c, args[1]) < 0) {
+        ctx_clear(&c);
+        goto done;
+    }
+    result = PyList_New(0);
+    Reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
+    while (result && r.p < r.end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(&r, &field, &wire_type);
+        if (field != 1 || wire_type != WT_LEN) {
+            skip_field(&r, field, wire_type, 0);
+            continue;
+        }
+        read_len(&r, &s);
+        PyObject *resource_spans = resource_spans_of(&c, &s);
+        if (!resource_spans || PyList_Append(result, resource_spans) < 0) Py_CLEAR(result);
+        Py_XDECREF(resource_spans);
+    }
+    ctx_clear(&c);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(count_spans_doc, "count_spans(data) -> int\n\nThe spans in an ExportTraceServiceRequest's bytes, "
+                              "which are checked as decode_request checks them.");
+
+static PyObject *count_spans(PyObject *module, PyObject *data) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t spans;
+    int rc = checked(&view, &spans);
+    PyBuffer_Release(&view);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(spans);
+}
+
+static PyMethodDef methods[] = {
+    {"decode_request", (PyCFunction)(void (*)(void))decode_request, METH_FASTCALL, decode_request_doc},
+    {"count_spans", count_spans, METH_O, count_spans_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "otel_bridge._decode", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+static PyObject *import_attr(const char *module, const char *name) {
+    PyObject *m = PyImport_ImportModule(module);
+    if (!m) return NULL;
+    PyObject *attr = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return attr;
+}
+
+PyMODINIT_FUNC PyInit__decode(void) {
+    if (!(BadRequestError = import_attr("otel_bridge.errors", "BadRequestError")) ||
+        !(json_loads = import_attr("orjson", "loads")) ||
+        !(ResourceSpansType = import_attr("otel_bridge.decoded", "ResourceSpans")) ||
+        !(ScopeSpansType = import_attr("otel_bridge.decoded", "ScopeSpans")) ||
+        !(SpanType = import_attr("otel_bridge.decoded", "Span")) || !(key_shapes = PyDict_New()))
+        return NULL;
+    if (!(s_conflict = import_attr("otel_bridge.otlp", "CONFLICT_KEY")) ||
+        !(s_max_attributes = PyUnicode_InternFromString("max_attributes")) ||
+        !(s_max_events = PyUnicode_InternFromString("max_events")) ||
+        !(s_max_links = PyUnicode_InternFromString("max_links")) ||
+        !(s_max_depth = PyUnicode_InternFromString("max_depth")) || !(s_dot = PyUnicode_InternFromString(".")))
+        return NULL;
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,46 @@
+"""What the decoder hands the mapping: an ExportTraceServiceRequest as plain data, already sanitized.
+
+Attribute lists arrive as attribute trees (see otlp.attribute_tree): limits and redaction were applied while
+the bytes were read, so nothing here holds what they remove. Resources, scopes, events and links are in
+the shape otel_dump writes them; spans keep what the mapping reads besides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["ResourceSpans", "ScopeSpans", "Span"]
+
+
+class Span(NamedTuple):
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    trace_state: str
+    flags: int
+    name: str
+    kind: int
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    attributes: dict[str, Any]  # the attribute tree
+    attribute_keys: list[str]  # the keys kept, as sent (dotted), for Rules.narrowed
+    dropped_attributes_count: int
+    # {"name", "timestamp", "attributes" (tree), "dropped_attributes_count"}, as otel_dump writes them
+    events: list[dict[str, Any]]
+    event_attribute_keys: list[list[str]]  # per event, the keys kept, as sent
+    dropped_events_count: int
+    # {"trace_id" (hex), "span_id" (hex), "trace_state", "attributes" (tree), "dropped_attributes_count", "flags"}
+    links: list[dict[str, Any]]
+    dropped_links_count: int
+    status_code: int
+    status_message: str
+
+
+class ScopeSpans(NamedTuple):
+    scope: dict[str, Any]  # {"name", "version", "attributes" (tree), "dropped_attributes_count"}
+    spans: list[Span]
+
+
+class ResourceSpans(NamedTuple):
+    resource: dict[str, Any]  # {"attributes" (tree), "dropped_attributes_count"}
+    scope_spans: list[ScopeSpans]
