@@ -1,4 +1,14 @@
 # otel-bridge: `docker build -t otel-bridge:0.1.0 .` (tests/test_deploy.py runs these steps in a fresh venv).
+
+# Stage 1 compiles the package (its OTLP decoder is a C extension) into a wheel; only the wheel leaves it,
+# so the image carries no compiler.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY otel_bridge ./otel_bridge
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,14 +18,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-# Dependencies in their own layer, rebuilt only when pyproject.toml changes: install the project with a
-# placeholder package, then remove the placeholder, keeping the dependencies.
-COPY pyproject.toml README.md ./
-RUN mkdir otel_bridge && echo '__version__ = "0"' > otel_bridge/__init__.py \
-    && pip install . && pip uninstall -y otel-bridge && rm -rf otel_bridge build
+# Dependencies in their own layer, rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\\n')" \
+    > requirements.txt && pip install -r requirements.txt && rm requirements.txt pyproject.toml
 
-COPY otel_bridge ./otel_bridge
-RUN pip install --no-deps . && rm -rf build
+COPY --from=build /src/wheels ./wheels
+RUN pip install --no-deps wheels/*.whl && rm -rf wheels
 
 # An unprivileged user with a fixed uid, so Kubernetes can check runAsNonRoot; its home is the working
 # directory (the file sink and a queue directory may go there, or on a mounted volume).

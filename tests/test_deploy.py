@@ -45,14 +45,32 @@ def _exec_form(arguments: str) -> list[str]:
     return json.loads(arguments)
 
 
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's stages by name (the last, the image, as "image"), each its steps after FROM."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for kind, args in dockerfile():
+        if kind == "FROM":
+            base, _, name = args.partition(" AS ")
+            steps = stages.setdefault(name.strip() or "image", [])
+            steps.append((kind, base.strip()))
+        else:
+            steps.append((kind, args))
+    return stages
+
+
 def test_dockerfile_is_a_small_non_root_image_with_a_healthcheck():
-    steps = dockerfile()
+    stages = _stages()
+    assert list(stages) == ["build", "image"], "a build stage, then the image"
+    # The compiler stays in the build stage: only the wheel it makes is copied out of it.
+    assert any("apt-get install" in args and "gcc" in args for kind, args in stages["build"] if kind == "RUN")
+    steps = stages["image"]
     kinds = [kind for kind, _ in steps]
     assert steps[0] == ("FROM", "python:3.11-slim")
-    # Dependencies before the package's code: a code change does not reinstall them.
+    assert not any("apt-get" in args for kind, args in steps if kind == "RUN")
+    # Dependencies before the package: a code change does not reinstall them.
     copies = [args for kind, args in steps if kind == "COPY"]
-    assert copies[0].startswith("pyproject.toml") and copies[1].startswith("otel_bridge")
-    first_pip = next(i for i, (kind, args) in enumerate(steps) if kind == "RUN" and "pip install ." in args)
+    assert copies[0].startswith("pyproject.toml") and copies[1].startswith("--from=build")
+    first_pip = next(i for i, (kind, args) in enumerate(steps) if kind == "RUN" and "pip install -r" in args)
     assert first_pip < kinds.index("COPY", kinds.index("COPY") + 1)
     user = dict(steps)["USER"]
     assert user.isdigit() and int(user) != 0
@@ -77,7 +95,10 @@ def _free_ports(n: int) -> list[int]:
 
 
 # RUN steps that change the machine rather than the image's Python: skipped, each for its reason.
-SKIPPED_RUN = {"useradd": "creates a system user: needs root and changes this machine"}
+SKIPPED_RUN = {
+    "useradd": "creates a system user: needs root and changes this machine",
+    "apt-get": "installs the compiler system-wide; this machine has one (the tests build the extension too)",
+}
 
 
 def test_image_steps_install_and_start_in_a_fresh_venv(tmp_path):
@@ -86,38 +107,45 @@ def test_image_steps_install_and_start_in_a_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    root = tmp_path / "image"
-    cwd = root
+    roots: dict[str, Path] = {}  # stage -> its filesystem root
     entrypoint: list[str] = []
     healthcheck = ""
-    for kind, args in dockerfile():
-        if kind == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(args))
-        elif kind == "WORKDIR":
-            cwd = root / args.lstrip("/")
-            cwd.mkdir(parents=True, exist_ok=True)
-        elif kind == "COPY":
-            *sources, target = args.split()
-            for source in sources:
-                destination = cwd / target / Path(source).name if target.endswith("/") else cwd / target
-                if (ROOT / source).is_dir():
-                    shutil.copytree(ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    shutil.copy(ROOT / source, destination)
-        elif kind == "RUN":
-            if args.split()[0] in SKIPPED_RUN:
-                continue
-            done = subprocess.run(["bash", "-c", args], cwd=cwd, env=env, capture_output=True, text=True, timeout=540)
-            assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        elif kind == "ENTRYPOINT":
-            entrypoint = _exec_form(args)
-        elif kind == "HEALTHCHECK":
-            healthcheck = args
+    for stage, steps in _stages().items():
+        root = cwd = roots[stage] = tmp_path / stage
+        cwd.mkdir()
+        for kind, args in steps[1:]:
+            if kind == "ENV":
+                env.update(item.split("=", 1) for item in shlex.split(args))
+            elif kind == "WORKDIR":
+                cwd = root / args.lstrip("/")
+                cwd.mkdir(parents=True, exist_ok=True)
+            elif kind == "COPY":
+                *sources, target = args.split()
+                source_root = ROOT
+                if sources[0].startswith("--from="):
+                    source_root = roots[sources.pop(0).removeprefix("--from=")]
+                for source in sources:
+                    origin = source_root / source.lstrip("/")
+                    destination = cwd / target / origin.name if target.endswith("/") else cwd / target
+                    if origin.is_dir():
+                        shutil.copytree(origin, destination, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+                    else:
+                        shutil.copy(origin, destination)
+            elif kind == "RUN":
+                if args.split()[0] in SKIPPED_RUN:
+                    continue
+                done = subprocess.run(["bash", "-c", args], cwd=cwd, env=env, capture_output=True, text=True, timeout=540)
+                assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            elif kind == "ENTRYPOINT":
+                entrypoint = _exec_form(args)
+            elif kind == "HEALTHCHECK":
+                healthcheck = args
     installed = subprocess.run(
-        ["python", "-c", "import otel_bridge; print(otel_bridge.__file__, otel_bridge.__version__)"],
+        ["python", "-c", "import otel_bridge, otel_bridge.decode as d; print(otel_bridge.__file__, otel_bridge.__version__, d.NATIVE)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()
     assert installed[0].startswith(str(venv)) and installed[1] == otel_bridge.__version__
+    assert installed[2] == "True", "the image runs the C decoder"
 
     # `docker run IMAGE --config FILE`: the ENTRYPOINT plus the user's arguments, as the Kubernetes examples do.
     grpc_port, http_port, telemetry_port = _free_ports(3)
