@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 from dataclasses import dataclass
 
 from otel_bridge.config import Redact
@@ -150,6 +151,18 @@ class Redaction:
         for sub in self._custom:
             s = sub(REDACTED, s)
         return s
+
+    def text_plan(self) -> tuple[bool, int, bool, int, tuple[tuple[int, str], ...]]:
+        """When `text(s)` may return other than `s`, for a caller that skips the call otherwise (the C decoder):
+        (call_always, min_length, has_at_rules, short_limit, short_rules). Unless `call_always` (custom
+        patterns), `text(s)` is `s` when len(s) < min_length, or when len(s) < short_limit, `s` holds no
+        "@" (or there are no e-mail rules) and no `literal` of the (rule_min_length, literal) short_rules
+        with rule_min_length <= len(s). Longer strings are checked for the gates, so always called.
+        Disabled redaction: min_length is beyond any string."""
+        if not self.enabled:
+            return False, sys.maxsize, False, _SHORT, ()
+        short_rules = tuple((min_length, literal) for min_length, literal, _, _, _ in self._rules)
+        return bool(self._custom), self._min_length, bool(self._at_rules), _SHORT, short_rules
 
     def drops(self, key: str) -> bool:
         verdict = self.key_verdicts.get(key)

@@ -1,8 +1,9 @@
 """Limits and redaction applied to span content while it is decoded, and a tally of what they changed.
 
-One Sanitizer serves one request. The decoding functions (otlp.attribute_tree) pass every value through it
-as they read it, so the protobuf is read once; `message()`, `span()` cut the lists and redact the strings
-that are not attributes (names, status messages, trace states) before the mapping reads them.
+One Sanitizer serves one request. The decoder (decode.py; otlp.attribute_tree) passes every value through
+it as it reads it; in the reference decoder, `message()`, `scope()`, `span()` cut the lists and redact the
+strings that are not attributes (names, status messages, trace states) of the protobuf messages. The C
+decoder reads `limits`, `key_verdicts` and `text_plan` and calls the other public methods itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Sanitizer:
         "redacted_values",
         "dropped_keys",
         "_too_deep",
+        "text_plan",
     )
 
     def __init__(self, limits: SpanLimits, redaction: Redaction) -> None:
@@ -45,8 +47,12 @@ class Sanitizer:
         self.redacted_values = 0
         self.dropped_keys = 0
         self._too_deep = too_deep(limits.max_depth)
+        # When text(s) may change s (see Redaction.text_plan), so the C decoder skips the call otherwise:
+        # (max_length, call_always, min_length, has_at_rules, short_limit, short_rules).
+        self.text_plan = (self._max_length, *redaction.text_plan())
 
-    def _hit(self, limit: str, count: int = 1) -> None:
+    def hit(self, limit: str, count: int = 1) -> None:
+        """Count `count` values, attributes, events or links cut by `limit` (a mapping.limits key)."""
         self.hits[limit] = self.hits.get(limit, 0) + count
 
     def drops(self, key: str) -> bool:
@@ -70,29 +76,29 @@ class Sanitizer:
             if redacted is not value:
                 self.redacted_values += 1
                 if len(redacted) > self._max_length:
-                    self._hit("max_attribute_value_length")
+                    self.hit("max_attribute_value_length")
                     return truncated_text(redacted, self._max_length, len(value))
                 return redacted
         if len(value) > self._max_length:
-            self._hit("max_attribute_value_length")
+            self.hit("max_attribute_value_length")
             return truncated_text(value, self._max_length, len(value))
         return value
 
     def blob(self, value: bytes) -> str:
         """A bytes value, base64 as in Weave's own ingestion; cut to the length limit in bytes."""
         if len(value) > self._max_length:
-            self._hit("max_attribute_value_length")
+            self.hit("max_attribute_value_length")
             return truncated_bytes(value, self._max_length)
         return base64.b64encode(value).decode("ascii")
 
     def too_deep(self) -> str:
         """The marker for a map or array of an AnyValue nested past the depth limit."""
-        self._hit("max_depth")
+        self.hit("max_depth")
         return self._too_deep
 
     def too_deep_key(self) -> None:
         """A dotted key of more parts than the depth limit: it is kept whole, not unflattened."""
-        self._hit("max_depth")
+        self.hit("max_depth")
 
     def nested(self, value: Any, source: str, levels: int) -> Any:
         """`value`, decoded from the JSON text `source`; the text itself when it opens more than `levels`
@@ -100,7 +106,7 @@ class Sanitizer:
         It cannot open more levels than it has opening brackets, so most values are not walked."""
         if source.count("{") + source.count("[") <= levels or not deeper_than(value, levels):
             return value
-        self._hit("max_depth")
+        self.hit("max_depth")
         return source
 
     def message(self, message: Any) -> None:
@@ -111,7 +117,7 @@ class Sanitizer:
         if excess > 0:
             del attributes[self.limits.max_attributes :]
             message.dropped_attributes_count = min(message.dropped_attributes_count + excess, _UINT32_MAX)
-            self._hit("max_attributes", excess)
+            self.hit("max_attributes", excess)
 
     def _field(self, message: Any, name: str) -> None:
         value = getattr(message, name)
@@ -137,7 +143,7 @@ class Sanitizer:
             if excess > 0:
                 del events[limits.max_events :]
                 span.dropped_events_count = min(span.dropped_events_count + excess, _UINT32_MAX)
-                self._hit("max_events", excess)
+                self.hit("max_events", excess)
             for event in events:
                 self.message(event)
                 self._field(event, "name")
@@ -147,7 +153,7 @@ class Sanitizer:
             if excess > 0:
                 del links[limits.max_links :]
                 span.dropped_links_count = min(span.dropped_links_count + excess, _UINT32_MAX)
-                self._hit("max_links", excess)
+                self.hit("max_links", excess)
             for link in links:
                 self.message(link)
                 self._field(link, "trace_state")
