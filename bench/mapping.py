@@ -2,8 +2,9 @@
 
     python bench/mapping.py [--seconds 5] [--weave-python /tmp/weavevenv/bin/python]
 
-Ours: map_request (decode attributes, map, serialize each call to JSON) over already-parsed requests, as
-the receiver hands them over. Weave's: bench/weave_speed.py in Weave's interpreter, same requests.
+Ours: map_request (decode the request's bytes, map, serialize each call to JSON) over the serialized
+requests, as the receiver hands them over; with the C decoder when it is built (the output says which).
+Weave's: bench/weave_speed.py in Weave's interpreter, same requests.
 """
 
 from __future__ import annotations
@@ -22,20 +23,17 @@ BENCH = Path(__file__).resolve().parent
 
 
 def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     from otel_bridge.config import Mapping
     from otel_bridge.mapping import Mapper
 
     # As a bridge with the default mapping: section maps them, redaction and limits included.
     mapper = Mapper.from_config(Mapping())
     options = {"header_project": None, "default_project": ""}
-    requests = [ExportTraceServiceRequest.FromString(p) for p in payloads]
-    mapper.map(requests[0], **options)  # warm-up
+    mapper.map(payloads[0], **options)  # warm-up
     spans, i = 0, 0
     started = time.perf_counter()
     while True:
-        spans += mapper.map(requests[i % len(requests)], **options).accepted
+        spans += mapper.map(payloads[i % len(payloads)], **options).accepted
         i += 1
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
@@ -58,10 +56,18 @@ def weave_spans_per_second(payloads: list[bytes], seconds: float, weave_python: 
 
 
 def compare(payloads: list[bytes], seconds: float, weave_python: str | None) -> dict:
-    """{"mapping_spans_per_s", "weave_spans_per_s", "weave_version", "mapping_over_weave"}; Weave's
-    figures are None without its interpreter."""
+    """{"mapping_spans_per_s", "mapping_decoder", "weave_spans_per_s", "weave_version", "mapping_over_weave"};
+    mapping_decoder is "native" (the C extension) or "python"; Weave's figures are None without its interpreter."""
+    from otel_bridge.decode import NATIVE
+
     ours = ours_spans_per_second(payloads, seconds)
-    result = {"mapping_spans_per_s": round(ours), "weave_spans_per_s": None, "weave_version": None, "mapping_over_weave": None}
+    result = {
+        "mapping_spans_per_s": round(ours),
+        "mapping_decoder": "native" if NATIVE else "python",
+        "weave_spans_per_s": None,
+        "weave_version": None,
+        "mapping_over_weave": None,
+    }
     if weave_python:
         theirs, version = weave_spans_per_second(payloads, seconds, weave_python)
         result.update(weave_spans_per_s=round(theirs), weave_version=version, mapping_over_weave=round(ours / theirs, 1))

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from otel_bridge import decode
 from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
@@ -149,6 +150,7 @@ class Bridge:
             await self.queue.close()
             raise
         log.info("sending calls to %s", self.destination)
+        log.info("decoding requests with the %s", "C extension" if decode.NATIVE else "pure-Python decoder (no C extension)")
         log.info(
             "queue: %s, up to %d bytes (exporter.queue); calls the upstream refuses go to %s (exporter.dead_letter.path)",
             self.queue.store.description,

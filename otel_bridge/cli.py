@@ -82,7 +82,7 @@ def _convert(args: argparse.Namespace) -> int:
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = mapper.map(request, header_project=None, default_project=project)
+        mapped = mapper.map(request.SerializeToString(), header_project=None, default_project=project)
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
         if mapped.rejected or mapped.warnings:

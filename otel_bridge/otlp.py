@@ -1,6 +1,7 @@
 """OTLP decoding helpers: AnyValue -> Python, ids, times, attribute trees, OTLP/JSON.
 
-This is the hot path: plain functions over protobuf messages, no pydantic, no work a span does not need.
+The attribute trees are built here for the reference decoder (decode.py), which the C decoder must match:
+plain functions over protobuf messages, no pydantic, no work a span does not need.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_bridge.errors import BadRequestError
 from otel_bridge.sanitize import Sanitizer
 
 __all__ = [
     "CONFLICT_KEY",
     "any_value",
     "attribute_tree",
-    "decode_request",
     "iso_time",
     "key_path",
     "parse_otlp_json",
@@ -287,27 +286,6 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise ValueError(f"not an OTLP/JSON trace request: {exc}") from None
-
-
-def decode_request(data: bytes) -> ExportTraceServiceRequest:
-    """The bytes of one OTLP/gRPC or OTLP/HTTP protobuf body -> the request; BadRequestError saying why not."""
-    request = ExportTraceServiceRequest()
-    try:
-        request.ParseFromString(data)
-    except Exception as exc:  # protobuf raises DecodeError, sometimes other errors, for garbage
-        detail = str(exc).rpartition(": ")[2] or type(exc).__name__
-        hint = _DECODE_HINTS.get(detail, "")
-        raise BadRequestError(
-            f"request ({len(data)} bytes) is not a protobuf ExportTraceServiceRequest: {detail}{hint}"
-        ) from None
-    return request
-
-
-_DECODE_HINTS = {
-    "Wire format was corrupt": " (truncated, or not protobuf at all)",
-    "String field had bad UTF-8": " (protobuf requires UTF-8 in strings; send binary data as bytes values)",
-    "Exceeded upb_DecodeOptions_MaxDepth": " (values nest deeper than the decoder's 100 message levels)",
-}
 
 
 def parse_request(data: bytes) -> list[ExportTraceServiceRequest]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from otel_bridge.decode import count_spans
 from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Mapper
 from otel_bridge.queue import CallQueue
@@ -21,10 +22,6 @@ __all__ = ["Pipeline", "ExportResult"]
 class ExportResult:
     rejected_spans: int
     error_message: str
-
-
-def _span_count(request: object) -> int:
-    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)  # type: ignore[attr-defined]
 
 
 class Pipeline:
@@ -41,20 +38,26 @@ class Pipeline:
         self.default_project = default_project
         self.metrics = metrics
 
-    def map(self, request: object, header_project: str | None) -> MappedRequest:
-        return self.mapper.map(request, header_project=header_project, default_project=self.default_project)
+    def map(self, data: bytes, header_project: str | None) -> MappedRequest:
+        return self.mapper.map(data, header_project=header_project, default_project=self.default_project)
 
-    async def export(self, request: object, *, header_project: str | None, transport: str) -> ExportResult:
-        spans = _span_count(request)
-        self.metrics.received_spans.labels(transport=transport).inc(spans)
+    async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
+        """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
+        the bytes are not one, QueueError when the queue refuses its calls."""
+        spans = None
         try:
             # While the queue is full, refuse before mapping: the calls of a request are at least as large
             # as its protobuf encoding, so it could not fit, and exporters' retries then cost little CPU.
-            self.queue.check_room(request.ByteSize())  # type: ignore[attr-defined]
-            mapped = self.map(request, header_project)
+            self.queue.check_room(len(data))
+            mapped = self.map(data, header_project)
+            spans = mapped.spans
+            self.metrics.received_spans.labels(transport=transport).inc(spans)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
+            if spans is None:  # refused before decoding: count them, for the metrics
+                spans = count_spans(data)
+                self.metrics.received_spans.labels(transport=transport).inc(spans)
             reason = {QueueFullError: "queue_full", OversizedRequestError: "too_large"}.get(type(exc), "queue_error")
             self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
             raise

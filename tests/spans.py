@@ -9,7 +9,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from otel_bridge import decoded
 from otel_bridge.config import Redact
+from otel_bridge.decode import decode_request
 from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
 from otel_bridge.redact import compile_redaction
 from otel_bridge.sanitize import Sanitizer
@@ -96,3 +98,10 @@ NO_REDACTION = compile_redaction(Redact(default_rules=False))
 def plain_sanitizer(limits: SpanLimits = DEFAULT_LIMITS) -> Sanitizer:
     """Default limits, no redaction: decoding exactly as sent."""
     return Sanitizer(limits, NO_REDACTION)
+
+
+def decoded_span(proto_span: Span, sanitizer: Sanitizer | None = None) -> decoded.Span:
+    """A protobuf span as the mapping gets it: in a request, serialized, decoded (limits and redaction of
+    `sanitizer`, default: plain_sanitizer())."""
+    (resource_spans,) = decode_request(request(proto_span).SerializeToString(), sanitizer or plain_sanitizer())
+    return resource_spans.scope_spans[0].spans[0]

@@ -16,7 +16,7 @@ from conftest import bridge_settings
 from fuzz_strategies import REQUEST, SPAN, TEXT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from spans import request, span
 from test_hostile import EXPORT, SECRET_PART, SECRETS
 from test_mapping import assert_valid_calls
@@ -41,7 +41,7 @@ def fuzz_settings(ci_examples: int) -> settings:
 
 def _map(data: bytes, default_project: str = "fuzz/default"):
     return map_request(
-        ExportTraceServiceRequest.FromString(data),
+        data,
         header_project=None,
         default_project=default_project,
         rules=DEFAULT_RULES,

@@ -17,7 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from spans import END, SPAN_ID, START, TRACE_ID, request, span
+from spans import END, SPAN_ID, START, TRACE_ID, decoded_span, request, span
 
 import otel_bridge.mapping.request as request_module
 from otel_bridge.config import PROJECT_FORM
@@ -50,15 +50,12 @@ def assert_valid_calls(calls: list[dict[str, Any]]) -> None:
 
 
 def call_of(sp: Span, *, project_id: str = PROJECT, resource: dict | None = None, scope: dict | None = None) -> dict:
-    sanitizer = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)
-    sanitizer.span(sp)
     call = map_span(
-        sp,
+        decoded_span(sp, Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)),
         project_id=project_id,
         resource=resource if resource is not None else {"attributes": {}, "dropped_attributes_count": 0},
         scope=scope if scope is not None else {"name": "s", "version": "1", "attributes": {}, "dropped_attributes_count": 0},
         rules=DEFAULT_RULES,
-        sanitizer=sanitizer,
     )
     assert_valid_calls([call])
     return call
@@ -66,7 +63,7 @@ def call_of(sp: Span, *, project_id: str = PROJECT, resource: dict | None = None
 
 def mapped(req: ExportTraceServiceRequest, *, header: str | None = None, default: str = PROJECT):
     result = map_request(
-        req,
+        req.SerializeToString(),
         header_project=header,
         default_project=default,
         rules=DEFAULT_RULES,

@@ -163,7 +163,7 @@ def test_worked_example_in_house_attributes_through_grpc(upstream, start_bridge)
 
 def _mapped(attributes: dict, mapping: dict, events: list | None = None) -> dict:
     rules = build_rules(Settings.model_validate({"mapping": mapping}).mapping.edits())
-    result = map_request(request(span(attributes=attributes, events=events)), header_project=None,
+    result = map_request(request(span(attributes=attributes, events=events)).SerializeToString(), header_project=None,
                          default_project="e/p", rules=rules, limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
     (encoded,) = result.calls["e/p"]
     return orjson.loads(encoded)

@@ -26,7 +26,7 @@ TABLES = default_tables()
 
 def mapped(*spans: Span) -> list[dict[str, Any]]:
     result = map_request(
-        request(*spans),
+        request(*spans).SerializeToString(),
         header_project=None,
         default_project="e/p",
         rules=DEFAULT_RULES,

@@ -70,14 +70,14 @@ def corpus() -> Corpus:
     bridge: dict[str, dict[str, Any]] = {}
     job = []
     for fixture in FIXTURES:
-        request = parse_otlp_json(fixture.read_bytes())
+        request = parse_otlp_json(fixture.read_bytes()).SerializeToString()
         mapped = map_request(
             request, header_project=None, default_project="", rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=NO_REDACTION
         )
         assert mapped.rejected == 0, mapped.error_message()
         (project_id,) = mapped.calls
         bridge.update((call["id"], call) for call in map(orjson.loads, mapped.calls[project_id]))
-        job.append({"project_id": project_id, "request": base64.b64encode(request.SerializeToString()).decode()})
+        job.append({"project_id": project_id, "request": base64.b64encode(request).decode()})
     result = subprocess.run(
         [python, str(ROOT / "tests" / "compat" / "weave_convert.py")],
         input=json.dumps({"requests": job}),

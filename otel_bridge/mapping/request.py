@@ -1,4 +1,4 @@
-"""One OTLP ExportTraceServiceRequest -> serialized calls per project, plus the spans it rejects.
+"""The bytes of one OTLP ExportTraceServiceRequest -> serialized calls per project, plus the spans it rejects.
 
 Routing, first that applies: resource attributes `wandb.entity` + `wandb.project`; the request's
 `project_id` header/metadata; `exporter.weave.project`. A span with none is rejected, never guessed.
@@ -14,13 +14,14 @@ import orjson
 
 from otel_bridge.config import PROJECT_FORM, parse_project
 from otel_bridge.config import Mapping as MappingConfig
+from otel_bridge.decode import decode_request
+from otel_bridge.decoded import Span
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.limits import SpanLimits
-from otel_bridge.mapping.dump import resource_dump, scope_dump
 from otel_bridge.mapping.lookup import as_str, find
 from otel_bridge.mapping.rules import Rules, build_rules
 from otel_bridge.mapping.span import map_span
-from otel_bridge.otlp import attribute_tree, short_hex
+from otel_bridge.otlp import short_hex
 from otel_bridge.redact import Redaction, compile_redaction
 from otel_bridge.sanitize import Sanitizer
 
@@ -59,7 +60,7 @@ class MappedRequest:
     def accepted(self) -> int:
         return self.spans - self.rejected
 
-    def reject(self, span: Any, reason: str) -> None:
+    def reject(self, span: Span, reason: str) -> None:
         self.rejected += 1
         if len(self.reasons) < _MAX_REASONS:
             self.reasons.append(f"span {short_hex(span.span_id) or '(no id)'}: {reason}")
@@ -94,7 +95,7 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def map_request(
-    request: Any,
+    data: bytes,
     *,
     header_project: str | None,
     default_project: str,
@@ -102,40 +103,30 @@ def map_request(
     limits: SpanLimits,
     redaction: Redaction,
 ) -> MappedRequest:
-    """Map every span; limits and redaction apply while values are read, so no call holds what they remove."""
+    """Decode and map every span; limits and redaction apply while the bytes are decoded, so no call holds
+    what they remove. Raises BadRequestError when `data` is not an ExportTraceServiceRequest."""
     result = MappedRequest()
     sanitizer = Sanitizer(limits, redaction)
     header_error = None
     if header_project and parse_project(header_project) is None:
         header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
-    for resource_spans in request.resource_spans:
-        sanitizer.message(resource_spans.resource)
-        resource_tree = attribute_tree(resource_spans.resource.attributes, sanitizer)
-        project_id, reason = _resource_project(resource_tree)
+    for resource_spans in decode_request(data, sanitizer):
+        resource = resource_spans.resource
+        project_id, reason = _resource_project(resource["attributes"])
         if project_id is None and reason is None:
             reason = header_error
             project_id = None if header_error else header_project or default_project or None
             if project_id is None and reason is None:
                 reason = NO_PROJECT
-        resource = resource_dump(resource_spans.resource, resource_tree)
         for scope_spans in resource_spans.scope_spans:
-            sanitizer.scope(scope_spans.scope)
-            scope = scope_dump(scope_spans.scope, sanitizer)
+            scope = scope_spans.scope
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
                     result.reject(span, reason)
                     continue
                 try:
-                    sanitizer.span(span)
-                    call = map_span(
-                        span, project_id=project_id, resource=resource, scope=scope, rules=rules, sanitizer=sanitizer
-                    )
-                    exception = call["exception"]
-                    if exception and exception != span.status.message:
-                        # From an exception event's attributes, which the mapping reads from the protobuf
-                        # (the status message was cleaned in sanitizer.span).
-                        call["exception"] = sanitizer.text(exception)
+                    call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
@@ -167,9 +158,10 @@ class Mapper:
     def from_config(cls, mapping: MappingConfig) -> Mapper:
         return cls(build_rules(mapping.edits()), SpanLimits.from_config(mapping.limits), compile_redaction(mapping.redact))
 
-    def map(self, request: Any, *, header_project: str | None, default_project: str) -> MappedRequest:
+    def map(self, data: bytes, *, header_project: str | None, default_project: str) -> MappedRequest:
+        """The calls of a serialized request; BadRequestError when the bytes are not one."""
         return map_request(
-            request,
+            data,
             header_project=header_project,
             default_project=default_project,
             rules=self.rules,

@@ -9,6 +9,7 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
+from otel_bridge.decoded import Span
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping import content
 from otel_bridge.mapping.dump import span_dump
@@ -16,8 +17,7 @@ from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, fir
 from otel_bridge.mapping.rewrite import rewrite
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
-from otel_bridge.otlp import attribute_tree, iso_time, short_hex
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.otlp import iso_time, short_hex
 
 __all__ = ["map_span", "op_name"]
 
@@ -36,7 +36,7 @@ def op_name(name: str) -> str:
     return f"{name[: MAX_OP_NAME_LENGTH - 5]}:{digest}"
 
 
-def _ids(span: Any) -> tuple[str, str, str | None]:
+def _ids(span: Span) -> tuple[str, str, str | None]:
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
     if len(trace_id) != 16:
         raise RejectedSpan(f"invalid trace_id {short_hex(trace_id)!r}: {len(trace_id)} bytes, must be 16")
@@ -73,7 +73,7 @@ def _override_time(value: Any) -> int | None:
     return None
 
 
-def _times(span: Any, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
+def _times(span: Span, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start == 0:
         raise RejectedSpan("start_time_unix_nano is missing (0)")
@@ -86,17 +86,24 @@ def _times(span: Any, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
     return start, max(start, end)
 
 
-def _exception(span: Any, tree: dict[str, Any], rules: Rules) -> str | None:
+def _exception_field(tree: dict[str, Any], name: str) -> str | None:
+    """exception.type or exception.message of an exception event, when a string (kept whole past a depth
+    limit of 1)."""
+    exception = tree.get("exception")
+    value = exception.get(name) if type(exception) is dict else tree.get(f"exception.{name}")
+    return value if type(value) is str else None
+
+
+def _exception(span: Span, tree: dict[str, Any], rules: Rules) -> str | None:
     """Non-empty for every ERROR span: an empty string reads back as success upstream."""
-    status = span.status
-    if status.code != _STATUS_ERROR:
+    if span.status_code != _STATUS_ERROR:
         return None
-    if status.message:
-        return status.message
+    if span.status_message:
+        return span.status_message
     for event in span.events:
-        if event.name == "exception":
-            fields = {kv.key: kv.value.string_value for kv in event.attributes}
-            kind, message = fields.get("exception.type"), fields.get("exception.message")
+        if event["name"] == "exception":
+            event_tree = event["attributes"]
+            kind, message = _exception_field(event_tree, "type"), _exception_field(event_tree, "message")
             if kind and message:
                 return f"{kind}: {message}"
             if kind or message:
@@ -155,25 +162,27 @@ def _has_output(output: Any) -> bool:
 
 
 def map_span(
-    span: Any,
+    span: Span,
     *,
     project_id: str,
     resource: dict[str, Any],
     scope: dict[str, Any],
     rules: Rules,
-    sanitizer: Sanitizer,
 ) -> dict[str, Any]:
-    """A protobuf Span -> a completed call. Raises RejectedSpan with the reason when it cannot be one.
-
-    Every value is read through `sanitizer` (limits, redaction); call `sanitizer.span(span)` first.
-    """
+    """A decoded span (decode.py: limits and redaction already applied) -> a completed call. Raises
+    RejectedSpan with the reason when it cannot be one. The rules' rewrites change the span's attribute
+    trees in place, so its otel_dump holds them as rewritten."""
     trace_id, span_id, parent_id = _ids(span)
-    keys: list[str] = []  # of the trees the rules read: the span's and its content events'
-    tree = attribute_tree(span.attributes, sanitizer, keys=keys)
-    events = [
-        (event.name, attribute_tree(event.attributes, sanitizer, keys=keys if event.name in rules.content_events else None))
-        for event in span.events
-    ]
+    tree = span.attributes
+    content_events = rules.content_events
+    # Of the trees the rules read: the span's and its content events'.
+    keys = span.attribute_keys
+    events = []
+    for event, event_keys in zip(span.events, span.event_attribute_keys):
+        name = event["name"]
+        events.append((name, event["attributes"]))
+        if event_keys and name in content_events:
+            keys = keys + event_keys
     if rules.drop or rules.rename:
         rewrite(tree, rules)
         for _, event_tree in events:
@@ -204,7 +213,7 @@ def map_span(
 
     summary: dict[str, Any] = {
         "weave": {
-            "status": "error" if span.status.code == _STATUS_ERROR else "success",
+            "status": "error" if span.status_code == _STATUS_ERROR else "success",
             "latency_ms": (end - start) // 1_000_000,
             "trace_name": name,
         }
@@ -245,10 +254,7 @@ def map_span(
         trace_id=trace_id,
         span_id=span_id,
         parent_id=parent_id,
-        tree=tree,
-        event_trees=events,
         resource=resource,
         scope=scope,
-        sanitizer=sanitizer,
     )
     return call

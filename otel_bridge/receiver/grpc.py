@@ -12,7 +12,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
 from otel_bridge.errors import BadRequestError, QueueError
-from otel_bridge.otlp import decode_request
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
@@ -28,7 +27,8 @@ TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].fu
 
 class _TraceService:
     """TraceService/Export, taking the request's raw bytes: grpc-python's own deserializer answers garbage
-    with a generic error before any handler runs; decoding here answers INVALID_ARGUMENT saying why."""
+    with a generic error before any handler runs; the pipeline decodes them and answers INVALID_ARGUMENT
+    saying why (and parsing them into protobuf messages first would cost more than the decoding)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -47,8 +47,7 @@ class _TraceService:
                 if key == PROJECT_HEADER:
                     header_project = value
             try:
-                request = decode_request(data)
-                result = await self.pipeline.export(request, header_project=header_project, transport="grpc")
+                result = await self.pipeline.export(data, header_project=header_project, transport="grpc")
             except (BadRequestError, QueueError) as exc:
                 if isinstance(exc, BadRequestError):
                     self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()

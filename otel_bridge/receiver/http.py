@@ -21,16 +21,13 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_bridge.config import HttpReceiver
-from otel_bridge.errors import QueueError
+from otel_bridge.errors import BadRequestError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
-from otel_bridge.otlp import decode_request, parse_otlp_json
+from otel_bridge.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
@@ -45,17 +42,21 @@ def _encode_json(message: Any) -> bytes:
     return json_format.MessageToJson(message, indent=None).encode()
 
 
+def _json_to_protobuf(body: bytes) -> bytes:
+    return parse_otlp_json(body).SerializeToString()
+
+
 @dataclass(frozen=True, slots=True)
 class _Codec:
     content_type: str
-    decode: Callable[[bytes], ExportTraceServiceRequest]
+    # The body -> the protobuf bytes pipeline.export decodes; a ValueError says why it cannot be.
+    to_protobuf: Callable[[bytes], bytes]
     encode: Callable[[Any], bytes]
 
 
 _CODECS = {
-    # decode_request raises BadRequestError (a ValueError) saying why the bytes are not a request.
-    "application/x-protobuf": _Codec("application/x-protobuf", decode_request, lambda m: m.SerializeToString()),
-    "application/json": _Codec("application/json", parse_otlp_json, _encode_json),
+    "application/x-protobuf": _Codec("application/x-protobuf", lambda body: body, lambda m: m.SerializeToString()),
+    "application/json": _Codec("application/json", _json_to_protobuf, _encode_json),
 }
 # zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
 _DECOMPRESS_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -149,11 +150,13 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
             if encoding not in _IDENTITY:
                 body = _decompress(body, _DECOMPRESS_WBITS[encoding], max_body_bytes)
             try:
-                decoded = codec.decode(body)
+                data = codec.to_protobuf(body)
             except ValueError as exc:
                 raise _Refused(400, "bad_request", str(exc)) from None
             try:
-                result = await pipeline.export(decoded, header_project=request.headers.get(PROJECT_HEADER), transport="http")
+                result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
+            except BadRequestError as exc:  # protobuf bytes that do not decode
+                raise _Refused(400, "bad_request", str(exc)) from None
             except QueueError as exc:  # counted by the pipeline, as refused spans
                 status = status_of(exc)
                 body = codec.encode(status_pb2.Status(code=status.grpc_code.value[0], message=status.message))
