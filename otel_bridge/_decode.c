@@ -239,7 +239,6 @@ static void raise_bad_request(Py_ssize_t size, int error) {
 /* sanitizer method raising).                                                                        */
 
 typedef struct {
-    PyObject *sanitizer;
     Py_ssize_t max_attributes, max_events, max_links, max_depth, max_length;
     /* Sanitizer.text_plan: when text(s) may change s. */
     int call_always, has_at_rules;
@@ -996,11 +995,82 @@ static PyObject *make(PyObject *type, PyObject *a, PyObject *b) {
     return obj;
 }
 
-static PyObject *scope_spans_of(Ctx *c, Reader *r) {
-    PyObject *name = NULL, *version = NULL, *spans = PyList_New(0), *scope = NULL, *result = NULL;
+/* ---- lazy spans ---- */
+
+/* One request being decoded: its bytes and the sanitizer's methods, shared by its span iterators. */
+typedef struct {
+    PyObject_HEAD
+    Ctx c;
+    Py_buffer view;
+} DecoderObject;
+
+/* A ScopeSpans' spans, each decoded when iterated: a request's spans never all exist at once, so each
+ * span's objects are freed, and their memory reused while still in cache, before the next is built. */
+typedef struct {
+    PyObject_HEAD
+    DecoderObject *decoder;
+    Reader r;
+} SpanIterObject;
+
+static void ctx_clear(Ctx *c);
+
+static void decoder_dealloc(DecoderObject *self) {
+    ctx_clear(&self->c);
+    if (self->view.obj) PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_bridge._decode.Decoder",
+    .tp_basicsize = sizeof(DecoderObject),
+    .tp_dealloc = (destructor)decoder_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The state of one decode_request call, kept while its spans are iterated.",
+};
+
+static void span_iter_dealloc(SpanIterObject *self) {
+    Py_XDECREF(self->decoder);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *span_iter_next(SpanIterObject *self) {
+    Reader *r = &self->r;
+    while (r->p < r->end) {
+        uint32_t field;
+        int wire_type;
+        Reader s;
+        read_tag(r, &field, &wire_type);
+        if (field == 2 && wire_type == WT_LEN) {
+            read_len(r, &s);
+            return span_of(&self->decoder->c, &s);
+        }
+        skip_field(r, field, wire_type, 0);
+    }
+    return NULL; /* StopIteration */
+}
+
+static PyTypeObject SpanIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_bridge._decode.SpanIterator",
+    .tp_basicsize = sizeof(SpanIterObject),
+    .tp_dealloc = (destructor)span_iter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The spans of one ScopeSpans, decoded one at a time.",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)span_iter_next,
+};
+
+static PyObject *scope_spans_of(DecoderObject *decoder, Reader *r) {
+    Ctx *c = &decoder->c;
+    PyObject *name = NULL, *version = NULL, *scope = NULL, *result = NULL;
+    SpanIterObject *spans = PyObject_New(SpanIterObject, &SpanIterType);
     uint64_t dropped = 0, v;
     Tree t;
-    if (tree_init(&t, 0) < 0 || !spans) goto fail;
+    if (!spans) return NULL;
+    spans->decoder = (DecoderObject *)Py_NewRef(decoder);
+    spans->r = *r;
+    if (tree_init(&t, 0) < 0) goto fail;
     while (r->p < r->end) {
         uint32_t field;
         int wire_type;
@@ -1026,14 +1096,7 @@ static PyObject *scope_spans_of(Ctx *c, Reader *r) {
                     dropped = (uint32_t)v;
                 } else skip_field(&s, f, w, 0);
             }
-        } else if (field == 2 && wire_type == WT_LEN) {
-            read_len(r, &s);
-            PyObject *span = span_of(c, &s);
-            if (!span) goto fail;
-            int rc = PyList_Append(spans, span);
-            Py_DECREF(span);
-            if (rc < 0) goto fail;
-        } else skip_field(r, field, wire_type, 0);
+        } else skip_field(r, field, wire_type, 0); /* the spans: read by the iterator */
     }
     if (tree_finish(c, &t, &dropped) < 0) goto fail;
     if (!name) name = PyUnicode_New(0, 0);
@@ -1041,7 +1104,7 @@ static PyObject *scope_spans_of(Ctx *c, Reader *r) {
     scope = Py_BuildValue("{sNsNsOsK}", "name", name, "version", version, "attributes", t.tree,
                           "dropped_attributes_count", (unsigned long long)dropped);
     name = version = NULL;
-    if (scope) result = make(ScopeSpansType, scope, spans);
+    if (scope) result = make(ScopeSpansType, scope, (PyObject *)spans);
 fail:
     Py_XDECREF(name);
     Py_XDECREF(version);
@@ -1051,7 +1114,8 @@ fail:
     return result;
 }
 
-static PyObject *resource_spans_of(Ctx *c, Reader *r) {
+static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
+    Ctx *c = &decoder->c;
     PyObject *scopes = PyList_New(0), *resource = NULL, *result = NULL;
     uint64_t dropped = 0, v;
     Tree t;
@@ -1078,7 +1142,7 @@ static PyObject *resource_spans_of(Ctx *c, Reader *r) {
             }
         } else if (field == 2 && wire_type == WT_LEN) {
             read_len(r, &s);
-            PyObject *scope = scope_spans_of(c, &s);
+            PyObject *scope = scope_spans_of(decoder, &s);
             if (!scope) goto fail;
             int rc = PyList_Append(scopes, scope);
             Py_DECREF(scope);
@@ -1108,7 +1172,6 @@ static Py_ssize_t get_size(PyObject *obj, PyObject *name) {
 
 static int ctx_init(Ctx *c, PyObject *sanitizer) {
     memset(c, 0, sizeof(*c));
-    c->sanitizer = sanitizer;
     PyObject *limits = PyObject_GetAttrString(sanitizer, "limits");
     if (!limits) return -1;
     c->max_attributes = get_size(limits, s_max_attributes);
@@ -1156,7 +1219,7 @@ static int ctx_init(Ctx *c, PyObject *sanitizer) {
     return 0;
 }
 
-static void ctx_clear(Ctx *c) {
+static void ctx_clear(Ctx *c) {  /* safe on a zeroed or partly initialised Ctx */
     Py_CLEAR(c->plan);
     Py_CLEAR(c->key_verdicts);
     Py_CLEAR(c->text);
@@ -1179,25 +1242,25 @@ static int checked(Py_buffer *view, Py_ssize_t *spans) {
 PyDoc_STRVAR(decode_request_doc,
              "decode_request(data, sanitizer) -> list[ResourceSpans]\n\n"
              "An ExportTraceServiceRequest's bytes as otel_bridge.decoded values, limits and redaction applied\n"
-             "through `sanitizer`; BadRequestError saying why when the bytes are not such a request.");
+             "through `sanitizer`; each ScopeSpans' spans are decoded as they are iterated. BadRequestError\n"
+             "saying why when the bytes are not such a request (checked whole before anything is decoded).");
 
 static PyObject *decode_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decode_request(data, sanitizer) takes 2 arguments");
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    Py_ssize_t spans;
+    DecoderObject *decoder = PyObject_New(DecoderObject, &DecoderType);
+    if (!decoder) return NULL;
+    memset(&decoder->c, 0, sizeof(decoder->c));
+    decoder->view.obj = NULL;
     PyObject *result = NULL;
-    Ctx c;
-    if (checked(&view, &spans) < 0) goto done;
-    if (ctx_init(&c, args[1]) < 0) {
-        ctx_clear(&c);
+    Py_ssize_t spans;
+    if (PyObject_GetBuffer(args[0], &decoder->view, PyBUF_SIMPLE) < 0 || checked(&decoder->view, &spans) < 0 ||
+        ctx_init(&decoder->c, args[1]) < 0)
         goto done;
-    }
     result = PyList_New(0);
-    Reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
+    Reader r = {(const uint8_t *)decoder->view.buf, (const uint8_t *)decoder->view.buf + decoder->view.len};
     while (result && r.p < r.end) {
         uint32_t field;
         int wire_type;
@@ -1208,13 +1271,12 @@ static PyObject *decode_request(PyObject *module, PyObject *const *args, Py_ssiz
             continue;
         }
         read_len(&r, &s);
-        PyObject *resource_spans = resource_spans_of(&c, &s);
+        PyObject *resource_spans = resource_spans_of(decoder, &s);
         if (!resource_spans || PyList_Append(result, resource_spans) < 0) Py_CLEAR(result);
         Py_XDECREF(resource_spans);
     }
-    ctx_clear(&c);
 done:
-    PyBuffer_Release(&view);
+    Py_DECREF(decoder); /* the span iterators keep it while they live */
     return result;
 }
 
@@ -1259,5 +1321,6 @@ PyMODINIT_FUNC PyInit__decode(void) {
         !(s_max_links = PyUnicode_InternFromString("max_links")) ||
         !(s_max_depth = PyUnicode_InternFromString("max_depth")) || !(s_dot = PyUnicode_InternFromString(".")))
         return NULL;
+    if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SpanIterType) < 0) return NULL;
     return PyModule_Create(&module_def);
 }

@@ -114,7 +114,7 @@ def decode_request_python(data: bytes, sanitizer: Sanitizer) -> list[ResourceSpa
                 "attributes": attribute_tree(scope.attributes, sanitizer),
                 "dropped_attributes_count": scope.dropped_attributes_count,
             }
-            scopes.append(ScopeSpans(scope_dict, [_span(span, sanitizer) for span in scope_spans.spans]))
+            scopes.append(ScopeSpans(scope_dict, (_span(span, sanitizer) for span in scope_spans.spans)))
         decoded.append(ResourceSpans(resource_dict, scopes))
     return decoded
 

@@ -100,8 +100,17 @@ def plain_sanitizer(limits: SpanLimits = DEFAULT_LIMITS) -> Sanitizer:
     return Sanitizer(limits, NO_REDACTION)
 
 
+def materialized(resources: list[decoded.ResourceSpans]) -> list[decoded.ResourceSpans]:
+    """Decoded requests with every ScopeSpans' spans decoded into a list (they are decoded lazily, as iterated),
+    so tests can index and compare them, and the sanitizer's tallies are complete."""
+    return [
+        r._replace(scope_spans=[s._replace(spans=list(s.spans)) for s in r.scope_spans]) for r in resources
+    ]
+
+
 def decoded_span(proto_span: Span, sanitizer: Sanitizer | None = None) -> decoded.Span:
     """A protobuf span as the mapping gets it: in a request, serialized, decoded (limits and redaction of
     `sanitizer`, default: plain_sanitizer())."""
     (resource_spans,) = decode_request(request(proto_span).SerializeToString(), sanitizer or plain_sanitizer())
-    return resource_spans.scope_spans[0].spans[0]
+    (span,) = resource_spans.scope_spans[0].spans
+    return span

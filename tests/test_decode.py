@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans as ProtoResourc
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans as ProtoScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from spans import END, NO_REDACTION, SPAN_ID, START, TRACE_ID, attrs, plain_sanitizer, request, span
+from spans import END, NO_REDACTION, SPAN_ID, START, TRACE_ID, attrs, materialized, plain_sanitizer, request, span
 from test_hostile import SECRETS
 
 from otel_bridge import decode
@@ -82,7 +82,7 @@ def _full_request() -> ExportTraceServiceRequest:
 
 
 def _decode(req: ExportTraceServiceRequest, sanitizer: Sanitizer | None = None) -> list[ResourceSpans]:
-    return decode_request_python(req.SerializeToString(), sanitizer or plain_sanitizer())
+    return materialized(decode_request_python(req.SerializeToString(), sanitizer or plain_sanitizer()))
 
 
 def _only_span(decoded: list[ResourceSpans]) -> Span:

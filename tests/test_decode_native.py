@@ -23,8 +23,8 @@ from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
 from otel_bridge.otlp import parse_request
 from otel_bridge.redact import DEFAULT_REDACTION, compile_redaction
 from otel_bridge.sanitize import Sanitizer
-from tests.fuzz_strategies import REQUEST
-from tests.spans import request, span
+from fuzz_strategies import REQUEST
+from spans import materialized, request, span
 
 if not decode.NATIVE:
     if os.environ.get("CI"):
@@ -42,7 +42,7 @@ NO_REDACTION = compile_redaction(Redact(default_rules=False))
 def _outcome(decoder, data: bytes, limits: SpanLimits, redaction) -> tuple:
     sanitizer = Sanitizer(limits, redaction)
     try:
-        decoded = decoder(data, sanitizer)
+        decoded = materialized(decoder(data, sanitizer))
     except BadRequestError as exc:
         return ("error", str(exc))
     return ("ok", decoded, sanitizer.hits, sanitizer.redacted_values, sanitizer.dropped_keys)
@@ -200,7 +200,7 @@ def test_hostile_bytes_never_crash_and_are_refused_with_a_reason(data):
     # answer, never crash, and refuse only with the reason the bridge reports.
     sanitizer = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)
     try:
-        _decode.decode_request(data, sanitizer)
+        materialized(_decode.decode_request(data, sanitizer))
     except BadRequestError as exc:
         assert "is not a protobuf ExportTraceServiceRequest" in str(exc)
         with pytest.raises(BadRequestError):
