@@ -137,8 +137,11 @@ def map_request(
                     continue
                 result.calls.setdefault(project_id, []).append(encoded)
     result.limit_hits = sanitizer.hits
+    # In the table's order, not the order the limits were hit in, which differs between the decoders.
     result.warnings = [
-        _LIMIT_WARNINGS[limit].format(n=n, limit=getattr(limits, limit)) for limit, n in sanitizer.hits.items()
+        text.format(n=sanitizer.hits[limit], limit=getattr(limits, limit))
+        for limit, text in _LIMIT_WARNINGS.items()
+        if limit in sanitizer.hits
     ]
     result.redacted_values = sanitizer.redacted_values
     result.dropped_keys = sanitizer.dropped_keys
