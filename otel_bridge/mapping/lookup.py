@@ -7,7 +7,7 @@ from typing import Any
 from otel_bridge.mapping.rules import Source
 from otel_bridge.otlp import CONFLICT_KEY
 
-__all__ = ["find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
+__all__ = ["NATIVE", "REFERENCE", "find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
 
 # The schema's integers are 64-bit upstream; a larger count is not a count (and orjson cannot write it).
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -97,3 +97,16 @@ def as_bool(value: Any) -> bool | None:
     if type(value) is str and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return None
+
+
+# The functions above are the reference; otel_bridge/_lookup.c has the same ones without the interpreter's
+# cost per call, and the mapping uses those when the extension is built.
+REFERENCE = {f.__name__: f for f in (find, first_truthy, first, first_present, as_int, as_str, as_bool)}
+try:
+    from otel_bridge import _lookup
+except ImportError:
+    _lookup = None
+NATIVE = _lookup is not None
+if _lookup is not None:
+    find, first_truthy, first, first_present = _lookup.find, _lookup.first_truthy, _lookup.first, _lookup.first_present
+    as_int, as_str, as_bool = _lookup.as_int, _lookup.as_str, _lookup.as_bool
