@@ -238,15 +238,23 @@ static void raise_bad_request(Py_ssize_t size, int error) {
 /* Pass 2: build. The bytes are valid, so reads cannot fail; errors here are Python's (memory, a     */
 /* sanitizer method raising).                                                                        */
 
+#define MAX_ANCHORS 64
+
 typedef struct {
     Py_ssize_t max_attributes, max_events, max_links, max_depth, max_length;
     /* Sanitizer.text_plan: when text(s) may change s. */
-    int call_always, has_at_rules;
-    Py_ssize_t min_length, short_limit, n_short;
-    Py_ssize_t short_min[32];
-    const char *short_literal[32];
-    Py_ssize_t short_literal_len[32];
-    PyObject *plan; /* keeps the literals alive */
+    int call_always;
+    Py_ssize_t min_length, n_anchors;
+    /* Where to look closer: one-byte anchors by byte (the least rule length they need, 0 for none), and a
+     * bit per pair of bytes that some longer anchor starts with, so ordinary text is passed over a byte at
+     * a time with one table read. */
+    Py_ssize_t single_byte_min[256];
+    uint8_t starts_pair[65536 / 8];
+    struct {
+        const char *text;
+        Py_ssize_t length, rule_min_length;
+    } anchors[MAX_ANCHORS];
+    PyObject *plan; /* keeps the anchors' text alive */
     PyObject *key_verdicts; /* dict, or NULL when no key is dropped */
     PyObject *text, *blob, *drops, *too_deep, *too_deep_key, *nested, *hit;
 } Ctx;
@@ -263,15 +271,23 @@ static int hit(Ctx *c, PyObject *limit, Py_ssize_t count) {
     return 0;
 }
 
-/* Whether text(s) may change s: mirrors Redaction.text and Sanitizer.text's checks (see text_plan). */
+/* Whether text(s) may change s (see Redaction.text_plan): past the length limit, or holding an anchor of a
+ * rule it is long enough for. One pass over the UTF-8 bytes; anchors are ASCII, so a byte match is a
+ * character match. */
 static int text_may_change(Ctx *c, const char *utf8, Py_ssize_t nbytes, Py_ssize_t length) {
     if (c->call_always || length > c->max_length) return 1;
     if (length < c->min_length) return 0;
-    if (length >= c->short_limit) return 1;
-    if (c->has_at_rules && memchr(utf8, '@', (size_t)nbytes)) return 1;
-    for (Py_ssize_t i = 0; i < c->n_short; i++) {
-        if (length < c->short_min[i]) break;
-        if (memmem(utf8, (size_t)nbytes, c->short_literal[i], (size_t)c->short_literal_len[i])) return 1;
+    const uint8_t *s = (const uint8_t *)utf8;
+    for (Py_ssize_t i = 0; i < nbytes; i++) {
+        Py_ssize_t single = c->single_byte_min[s[i]];
+        if (single && single <= length) return 1;
+        if (i + 1 == nbytes) break;
+        unsigned pair = ((unsigned)s[i] << 8) | s[i + 1];
+        if (!(c->starts_pair[pair >> 3] & (1u << (pair & 7)))) continue;
+        for (Py_ssize_t k = 0; k < c->n_anchors; k++) {
+            if (c->anchors[k].rule_min_length > length || c->anchors[k].length > nbytes - i) continue;
+            if (memcmp(s + i, c->anchors[k].text, (size_t)c->anchors[k].length) == 0) return 1;
+        }
     }
     return 0;
 }
@@ -1180,26 +1196,42 @@ static int ctx_init(Ctx *c, PyObject *sanitizer) {
     c->max_depth = get_size(limits, s_max_depth);
     Py_DECREF(limits);
     if (PyErr_Occurred()) return -1;
-    /* (max_length, call_always, min_length, has_at_rules, short_limit, ((min_length, literal), ...)) */
+    /* (max_length, call_always, min_length, ((rule_min_length, (anchor, ...)), ...)) */
     c->plan = PyObject_GetAttrString(sanitizer, "text_plan");
     if (!c->plan) return -1;
-    PyObject *short_rules;
-    int call_always, has_at;
-    if (!PyArg_ParseTuple(c->plan, "npnpnO!", &c->max_length, &call_always, &c->min_length, &has_at,
-                          &c->short_limit, &PyTuple_Type, &short_rules))
+    PyObject *rules;
+    int call_always;
+    if (!PyArg_ParseTuple(c->plan, "npnO!", &c->max_length, &call_always, &c->min_length, &PyTuple_Type, &rules))
         return -1;
     c->call_always = call_always;
-    c->has_at_rules = has_at;
-    c->n_short = PyTuple_GET_SIZE(short_rules);
-    if (c->n_short > 32) {
-        c->call_always = 1; /* more rules than this table holds: let text() decide every time */
-        c->n_short = 0;
-    }
-    for (Py_ssize_t i = 0; i < c->n_short; i++) {
-        PyObject *literal;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(short_rules, i), "nU", &c->short_min[i], &literal)) return -1;
-        c->short_literal[i] = PyUnicode_AsUTF8AndSize(literal, &c->short_literal_len[i]);
-        if (!c->short_literal[i]) return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rules) && !c->call_always; i++) {
+        Py_ssize_t rule_min_length;
+        PyObject *anchors;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(rules, i), "nO!", &rule_min_length, &PyTuple_Type, &anchors)) return -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(anchors); j++) {
+            PyObject *anchor = PyTuple_GET_ITEM(anchors, j);
+            Py_ssize_t length;
+            const char *text = PyUnicode_Check(anchor) ? PyUnicode_AsUTF8AndSize(anchor, &length) : NULL;
+            if (!text) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "text_plan anchors must be str");
+                return -1;
+            }
+            if (length == 0 || !PyUnicode_IS_ASCII(anchor) || c->n_anchors == MAX_ANCHORS) {
+                c->call_always = 1; /* not a byte pattern this scan can look for: let text() decide every time */
+                break;
+            }
+            if (length == 1) {
+                Py_ssize_t *least = &c->single_byte_min[(uint8_t)text[0]];
+                if (!*least || rule_min_length < *least) *least = rule_min_length > 0 ? rule_min_length : 1;
+                continue;
+            }
+            c->anchors[c->n_anchors].text = text;
+            c->anchors[c->n_anchors].length = length;
+            c->anchors[c->n_anchors].rule_min_length = rule_min_length;
+            c->n_anchors++;
+            unsigned pair = ((unsigned)(uint8_t)text[0] << 8) | (uint8_t)text[1];
+            c->starts_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+        }
     }
     PyObject *verdicts = PyObject_GetAttrString(sanitizer, "key_verdicts");
     if (!verdicts) return -1;

@@ -50,6 +50,9 @@ class ValueRule:
     min_length: int
     literal: str
     gate: str  # in every match, and fast to look for in long text: a rare character (memchr) or a long literal
+    # Every match holds one of these: a string holding none is left alone. The C decoder looks for them all
+    # in one pass over a string, and calls text() only for a string that holds one (see text_plan).
+    anchors: tuple[str, ...]
     replacement: str = REDACTED
 
 
@@ -57,17 +60,17 @@ _BEARER_TOKEN = r"(\s+)[A-Za-z0-9\-._~+/]{16,}=*"
 
 DEFAULT_VALUE_RULES: tuple[ValueRule, ...] = (
     # scheme://user:password@host keeps scheme and host (before the e-mail rule, which would take password@host).
-    ValueRule("url_credentials", r"(?<=://)[^\s/?#@:\"\\]+:[^\s/?#@\"\\]+(?=@)", 7, "@", "@"),
+    ValueRule("url_credentials", r"(?<=://)[^\s/?#@:\"\\]+:[^\s/?#@\"\\]+(?=@)", 7, "@", "@", ("@",)),
     ValueRule("email", r"(?:(?<![A-Za-z0-9._%+\-\\])|(?<=\\[nrtbf\\/\"])|(?<=\\u[0-9A-Fa-f]{4}))"
-              r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", 6, "@", "@"),
-    ValueRule("slack_token", _starts_word("xox") + r"[abposre]-[A-Za-z0-9\-]{10,}", 15, "xox", "x"),
-    ValueRule("aws_access_key", _starts_word("A[KS]IA") + r"[A-Z0-9]{16}(?![A-Za-z0-9])", 20, "A", "A"),
+              r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", 6, "@", "@", ("@",)),
+    ValueRule("slack_token", _starts_word("xox") + r"[abposre]-[A-Za-z0-9\-]{10,}", 15, "xox", "x", ("xox",)),
+    ValueRule("aws_access_key", _starts_word("A[KS]IA") + r"[A-Z0-9]{16}(?![A-Za-z0-9])", 20, "A", "A", ("AKIA", "ASIA")),
     # OpenAI, Anthropic, DeepSeek, OpenRouter...: sk-, sk-proj-, sk-ant-api03-, sk-or-v1-. A digit is required
     # so that words like "risk-assessment-framework-overview" stay.
-    ValueRule("api_key", _starts_word("sk-") + r"(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}", 23, "sk-", "-"),
+    ValueRule("api_key", _starts_word("sk-") + r"(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}", 23, "sk-", "-", ("sk-",)),
     # The scheme word stays, so the text still says what was there.
-    ValueRule("bearer_token", _starts_word("Bearer") + _BEARER_TOKEN, 23, "Bearer", "B", r"Bearer\g<1>" + REDACTED),
-    ValueRule("jwt", _starts_word("eyJ") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*", 25, "eyJ", "J"),
+    ValueRule("bearer_token", _starts_word("Bearer") + _BEARER_TOKEN, 23, "Bearer", "B", ("Bearer",), r"Bearer\g<1>" + REDACTED),
+    ValueRule("jwt", _starts_word("eyJ") + r"[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]*", 25, "eyJ", "J", ("eyJ",)),
     # To the END line, or to the end of the text when a truncated key has none.
     ValueRule(
         "private_key",
@@ -75,6 +78,7 @@ DEFAULT_VALUE_RULES: tuple[ValueRule, ...] = (
         30,
         "-----BEGIN",
         "-----BEGIN",
+        ("-----BEGIN",),
     ),
     # One literal "g" first, so a "g" not followed by "h" or "ithub_pat_" fails at once.
     ValueRule(
@@ -83,8 +87,9 @@ DEFAULT_VALUE_RULES: tuple[ValueRule, ...] = (
         33,
         "g",
         "_",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
-    ValueRule("google_api_key", _starts_word("AIza") + r"[0-9A-Za-z_\-]{35}", 39, "AIza", "z"),
+    ValueRule("google_api_key", _starts_word("AIza") + r"[0-9A-Za-z_\-]{35}", 39, "AIza", "z", ("AIza",)),
 )
 
 # Attribute keys whose values are secrets whatever they look like (passwords have no shape).
@@ -117,9 +122,10 @@ class Redaction:
     """Compiled redaction rules. `text(s)` returns `s` itself when nothing matches; `drops(key)` says whether
     an attribute key (dotted path) is to be dropped."""
 
-    __slots__ = ("_at_rules", "_rules", "_min_length", "_custom", "_keys", "key_verdicts", "enabled", "drops_keys")
+    __slots__ = ("_value_rules", "_at_rules", "_rules", "_min_length", "_custom", "_keys", "key_verdicts", "enabled", "drops_keys")
 
     def __init__(self, *, rules: tuple[ValueRule, ...], custom: tuple[str, ...], keys: tuple[str, ...]) -> None:
+        self._value_rules = rules
         at_rules = [rule for rule in rules if rule.literal == "@"]
         # Ordered by length, so a string stops at the first rule it is too short for.
         token_rules = sorted((rule for rule in rules if rule.literal != "@"), key=lambda rule: rule.min_length)
@@ -152,17 +158,15 @@ class Redaction:
             s = sub(REDACTED, s)
         return s
 
-    def text_plan(self) -> tuple[bool, int, bool, int, tuple[tuple[int, str], ...]]:
+    def text_plan(self) -> tuple[bool, int, tuple[tuple[int, tuple[str, ...]], ...]]:
         """When `text(s)` may return other than `s`, for a caller that skips the call otherwise (the C decoder):
-        (call_always, min_length, has_at_rules, short_limit, short_rules). Unless `call_always` (custom
-        patterns), `text(s)` is `s` when len(s) < min_length, or when len(s) < short_limit, `s` holds no
-        "@" (or there are no e-mail rules) and no `literal` of the (rule_min_length, literal) short_rules
-        with rule_min_length <= len(s). Longer strings are checked for the gates, so always called.
-        Disabled redaction: min_length is beyond any string."""
+        (call_always, min_length, rules). Unless `call_always` (custom patterns), `text(s)` is `s` when
+        len(s) < min_length, or when `s` holds none of the anchors of the (rule_min_length, anchors) rules
+        with rule_min_length <= len(s). Disabled redaction: min_length is beyond any string."""
         if not self.enabled:
-            return False, sys.maxsize, False, _SHORT, ()
-        short_rules = tuple((min_length, literal) for min_length, literal, _, _, _ in self._rules)
-        return bool(self._custom), self._min_length, bool(self._at_rules), _SHORT, short_rules
+            return False, sys.maxsize, ()
+        rules = tuple(sorted((rule.min_length, rule.anchors) for rule in self._value_rules))
+        return bool(self._custom), self._min_length, rules
 
     def drops(self, key: str) -> bool:
         verdict = self.key_verdicts.get(key)

@@ -48,7 +48,7 @@ class Sanitizer:
         self.dropped_keys = 0
         self._too_deep = too_deep(limits.max_depth)
         # When text(s) may change s (see Redaction.text_plan), so the C decoder skips the call otherwise:
-        # (max_length, call_always, min_length, has_at_rules, short_limit, short_rules).
+        # (max_length, call_always, min_length, rules).
         self.text_plan = (self._max_length, *redaction.text_plan())
 
     def hit(self, limit: str, count: int = 1) -> None:

@@ -365,17 +365,13 @@ def test_the_implementation_in_use_is_named() -> None:
 
 def _skips(plan: tuple, s: str) -> bool:
     """Whether the C decoder, following Sanitizer.text_plan, leaves `s` without calling text()."""
-    max_length, call_always, min_length, has_at_rules, short_limit, short_rules = plan
+    max_length, call_always, min_length, rules = plan
     n = len(s)
     if call_always or n > max_length:
         return False
     if n < min_length:
         return True
-    return (
-        n < short_limit
-        and ("@" not in s or not has_at_rules)
-        and not any(rule_min <= n and literal in s for rule_min, literal in short_rules)
-    )
+    return not any(rule_min <= n and any(anchor in s for anchor in anchors) for rule_min, anchors in rules)
 
 
 _REDACTIONS = {
@@ -420,7 +416,9 @@ def test_text_plan_is_worth_having() -> None:
     plan = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION).text_plan
     assert _skips(plan, "hello world") and _skips(plan, "gpt-4o") and _skips(plan, "chat.completions")
     assert not any(_skips(plan, s) for s in SECRETS.values())
-    assert not _skips(plan, "x" * 200)  # long text: text() checks the gates
+    assert _skips(plan, "plain words " * 100)  # long text holding no anchor: text() is not called
+    assert not _skips(plan, "plain words " * 100 + "sk-")
+    assert not _skips(plan, "mail me at " + "x" * 200 + "@")
     assert _skips(Sanitizer(DEFAULT_LIMITS, NO_REDACTION).text_plan, "x" * 5000)
     assert not _skips(Sanitizer(DEFAULT_LIMITS, _REDACTIONS["custom"]).text_plan, "hello")
     assert not _skips(Sanitizer(_PLAN_LIMITS[1], NO_REDACTION).text_plan, "x" * 21)

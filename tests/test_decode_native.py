@@ -207,3 +207,21 @@ def test_hostile_bytes_never_crash_and_are_refused_with_a_reason(data):
             _decode.count_spans(data)
     else:
         assert _decode.count_spans(data) >= 0
+
+
+@pytest.mark.parametrize("filler", ["plain words ", "x", "€ü "])
+@pytest.mark.parametrize("where", ["start", "middle", "end", "alone"])
+def test_secrets_anywhere_in_long_text_are_found_by_the_anchor_scan(filler, where):
+    from test_hostile import SECRETS
+
+    text = filler * 80
+    values = {}
+    for name, secret in SECRETS.items():
+        # The secret as a word of its own: glued to other letters it is not a token (the rules say so).
+        values[name] = {"start": f"{secret} {text}", "middle": f"{text} {secret} {text}", "end": f"{text} {secret}", "alone": secret}[where]
+    data = request(span("s", values, status_message=values["api_key"] if "api_key" in values else "")).SerializeToString()
+    outcome = assert_same(data)
+    (resource,) = outcome[1]
+    (sp,) = resource.scope_spans[0].spans
+    for secret in SECRETS.values():
+        assert all(secret not in str(v) for v in sp.attributes.values())
