@@ -724,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weave-seconds", type=float, default=5.0, help="how long each converter runs in the comparison (default 5)")
     parser.add_argument("--weave-python", default=default_weave_python(), help="interpreter with weave==0.53.12 (default: $WEAVE_PYTHON, else .venv-weave; none: comparison skipped)")
     args = parser.parse_args(argv)
+    if args.weave_python == "none":  # the comparison skipped, as --help says
+        args.weave_python = None
     if args.seconds <= 0 or args.concurrency <= 0 or args.spans_per_request <= 0 or args.distinct <= 0:
         parser.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")
     try:
