@@ -37,6 +37,7 @@ static PyObject *find_in(PyObject *tree, PyObject *path) {
             Py_DECREF(index);
             if (overflow || at >= PyList_GET_SIZE(node)) return NULL;
             node = PyList_GET_ITEM(node, at);
+            if (node == Py_None) return NULL; /* a null array item is absent, as a null value is */
         } else {
             return NULL;
         }

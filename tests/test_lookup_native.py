@@ -91,6 +91,12 @@ def test_conversions(value):
         assert native[0] == python[0] and _same(native[1], python[1]), (name, value)
 
 
+def test_a_null_array_item_is_absent():
+    # Found by the generated trees: first_present must pass over it to the next source, as for a null value.
+    tree, sources = {"gen_ai": [None, None]}, (("", ("gen_ai", "1")), ("", ("gen_ai",)))
+    assert _lookup.first_present(tree, sources) == REF["first_present"](tree, sources) == [None, None]
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [(3.0, 3), (3.5, None), (2.0**63, None), (-(2.0**63), -(2**63)), (2**63, None), (-(2**63), -(2**63)),
