@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("otel_bridge._decode", ["otel_bridge/_decode.c"], optional=True),
-        Extension("otel_bridge._lookup", ["otel_bridge/_lookup.c"], optional=True),
+        Extension("otel_bridge._decode", ["otel_bridge/_decode.c"], depends=["otel_bridge/_text.h"], optional=True),
+        Extension("otel_bridge._lookup", ["otel_bridge/_lookup.c"], depends=["otel_bridge/_text.h"], optional=True),
     ]
 )

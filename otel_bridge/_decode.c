@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include "_text.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Module state: what the decoder takes from Python once.                                            */
@@ -312,16 +313,6 @@ static PyObject *hex_of(const uint8_t *p, Py_ssize_t n) {
         out[2 * i + 1] = (Py_UCS1)digits[p[i] & 15];
     }
     return s;
-}
-
-static int is_digits(PyObject *s) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if (n == 0) return 0;
-    int kind = PyUnicode_KIND(s);
-    const void *data = PyUnicode_DATA(s);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i))) return 0;
-    return 1;
 }
 
 /* key -> (parents, last, has_index), as otlp._key_shape (borrowed from the cache). */

@@ -7,18 +7,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include "_text.h"
 
 static PyObject *conflict_key; /* otel_bridge.otlp.CONFLICT_KEY */
-
-static int is_digits(PyObject *s) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if (n == 0) return 0;
-    int kind = PyUnicode_KIND(s);
-    const void *data = PyUnicode_DATA(s);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i))) return 0;
-    return 1;
-}
 
 /* The value at `path` (a tuple of str) in `tree`, borrowed; NULL without an error when absent. */
 static PyObject *find_in(PyObject *tree, PyObject *path) {

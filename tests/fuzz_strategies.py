@@ -132,3 +132,16 @@ REQUEST = st.builds(
         max_size=2,
     ),
 )
+
+
+def mutations(data: bytes) -> st.SearchStrategy[bytes]:
+    """Valid request bytes with bytes flipped, inserted, deleted or the tail cut."""
+    if not data:
+        return st.binary(max_size=64)
+    positions = st.integers(0, len(data) - 1)
+    return st.one_of(
+        st.tuples(positions, st.integers(0, 255)).map(lambda p: data[: p[0]] + bytes([p[1]]) + data[p[0] + 1 :]),
+        st.tuples(positions, st.binary(min_size=1, max_size=8)).map(lambda p: data[: p[0]] + p[1] + data[p[0] :]),
+        st.tuples(positions, st.integers(1, 16)).map(lambda p: data[: p[0]] + data[p[0] + p[1] :]),
+        positions.map(lambda p: data[:p]),
+    )

@@ -23,7 +23,7 @@ from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
 from otel_bridge.otlp import parse_request
 from otel_bridge.redact import DEFAULT_REDACTION, compile_redaction
 from otel_bridge.sanitize import Sanitizer
-from fuzz_strategies import REQUEST
+from fuzz_strategies import REQUEST, mutations
 from spans import materialized, request, span
 
 if not decode.NATIVE:
@@ -158,16 +158,6 @@ def test_malformed_bytes_are_refused_or_decoded_the_same(data):
     assert_same(data)
 
 
-def _mutations(data: bytes) -> st.SearchStrategy[bytes]:
-    positions = st.integers(0, len(data) - 1)
-    return st.one_of(
-        st.tuples(positions, st.integers(0, 255)).map(lambda p: data[: p[0]] + bytes([p[1]]) + data[p[0] + 1 :]),
-        st.tuples(positions, st.binary(min_size=1, max_size=8)).map(lambda p: data[: p[0]] + p[1] + data[p[0] :]),
-        st.tuples(positions, st.integers(1, 16)).map(lambda p: data[: p[0]] + data[p[0] + p[1] :]),
-        positions.map(lambda p: data[:p]),
-    )
-
-
 _SEED = request(
     span("seed", {"gen_ai.usage.input_tokens": 5, "input.value": '[{"role": "user", "content": "hi"}]', "x.0": 1},
          events=[("e", {"k": 1})]),
@@ -194,7 +184,7 @@ def test_generated_requests_decode_the_same(req, variant):
 
 
 @_SETTINGS
-@given(st.one_of(st.binary(max_size=256), _mutations(_SEED)))
+@given(st.one_of(st.binary(max_size=256), mutations(_SEED)))
 def test_hostile_bytes_never_crash_and_are_refused_with_a_reason(data):
     # Canonical encodings must match the reference exactly (above); for arbitrary bytes the C decoder must
     # answer, never crash, and refuse only with the reason the bridge reports.

@@ -13,7 +13,7 @@ import time
 import grpc
 import orjson
 from conftest import bridge_settings
-from fuzz_strategies import REQUEST, SPAN, TEXT
+from fuzz_strategies import REQUEST, SPAN, TEXT, mutations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -98,19 +98,6 @@ def test_no_default_secret_survives_wherever_it_is(sp, rule, before, after, wher
     assert result.rejected == 0
 
 
-def _mutations(data: bytes) -> st.SearchStrategy[bytes]:
-    """Valid request bytes with bytes flipped, inserted, deleted or the tail cut."""
-    if not data:
-        return st.binary(max_size=64)
-    positions = st.integers(0, len(data) - 1)
-    return st.one_of(
-        st.tuples(positions, st.integers(0, 255)).map(lambda p: data[: p[0]] + bytes([p[1]]) + data[p[0] + 1 :]),
-        st.tuples(positions, st.binary(min_size=1, max_size=8)).map(lambda p: data[: p[0]] + p[1] + data[p[0] :]),
-        st.tuples(positions, st.integers(1, 16)).map(lambda p: data[: p[0]] + data[p[0] + p[1] :]),
-        positions.map(lambda p: data[:p]),
-    )
-
-
 _SEED_REQUEST = request(
     span("seed", {"gen_ai.usage.input_tokens": 5, "input.value": '[{"role": "user", "content": "hi"}]'}, events=[("e", {"k": 1})]),
     resource={"wandb.entity": "e", "wandb.project": "p"},
@@ -125,7 +112,7 @@ def test_export_answers_every_byte_string_with_ok_or_invalid_argument(upstream, 
         export = channel.unary_unary(EXPORT, request_serializer=lambda b: b, response_deserializer=ExportTraceServiceResponse.FromString)
 
         @fuzz_settings(300)
-        @given(st.one_of(st.binary(max_size=512), _mutations(_SEED_REQUEST), REQUEST.map(lambda r: r.SerializeToString())))
+        @given(st.one_of(st.binary(max_size=512), mutations(_SEED_REQUEST), REQUEST.map(lambda r: r.SerializeToString())))
         def export_bytes(data):
             try:
                 export(data, timeout=10)
