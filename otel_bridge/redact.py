@@ -124,10 +124,9 @@ class Redaction:
     """Compiled redaction rules. `text(s)` returns `s` itself when nothing matches; `drops(key)` says whether
     an attribute key (dotted path) is to be dropped."""
 
-    __slots__ = ("_value_rules", "_at_rules", "_rules", "_min_length", "_custom", "_keys", "key_verdicts", "enabled", "drops_keys")
+    __slots__ = ("_at_rules", "_rules", "_min_length", "_custom", "_keys", "key_verdicts", "enabled", "drops_keys", "text_plan")
 
     def __init__(self, *, rules: tuple[ValueRule, ...], custom: tuple[str, ...], keys: tuple[str, ...]) -> None:
-        self._value_rules = rules
         at_rules = [rule for rule in rules if rule.literal == "@"]
         # Ordered by length, so a string stops at the first rule it is too short for.
         token_rules = sorted((rule for rule in rules if rule.literal != "@"), key=lambda rule: rule.min_length)
@@ -142,6 +141,16 @@ class Redaction:
         self.key_verdicts: dict[str, bool] = {}
         self.enabled = bool(rules or custom)
         self.drops_keys = self._keys is not None
+        # When `text(s)` may return other than `s`, for a caller that skips the call otherwise (the C decoder):
+        # (call_always, min_length, rules). Unless `call_always` (custom patterns), `text(s)` is `s` when
+        # len(s) < min_length, or when `s` holds none of the anchors of the (rule_min_length, anchors) rules
+        # with rule_min_length <= len(s). Disabled redaction: min_length is beyond any string. Built once
+        # here, since every request's Sanitizer hands it on.
+        self.text_plan: tuple[bool, int, tuple[tuple[int, tuple[str, ...]], ...]] = (
+            (bool(custom), self._min_length, tuple(sorted((rule.min_length, rule.anchors) for rule in rules)))
+            if self.enabled
+            else (False, sys.maxsize, ())
+        )
 
     def text(self, s: str) -> str:
         """`s` with every match of a rule replaced; `s` itself when nothing matched."""
@@ -159,16 +168,6 @@ class Redaction:
         for sub in self._custom:
             s = sub(REDACTED, s)
         return s
-
-    def text_plan(self) -> tuple[bool, int, tuple[tuple[int, tuple[str, ...]], ...]]:
-        """When `text(s)` may return other than `s`, for a caller that skips the call otherwise (the C decoder):
-        (call_always, min_length, rules). Unless `call_always` (custom patterns), `text(s)` is `s` when
-        len(s) < min_length, or when `s` holds none of the anchors of the (rule_min_length, anchors) rules
-        with rule_min_length <= len(s). Disabled redaction: min_length is beyond any string."""
-        if not self.enabled:
-            return False, sys.maxsize, ()
-        rules = tuple(sorted((rule.min_length, rule.anchors) for rule in self._value_rules))
-        return bool(self._custom), self._min_length, rules
 
     def drops(self, key: str) -> bool:
         verdict = self.key_verdicts.get(key)

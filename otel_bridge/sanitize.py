@@ -49,7 +49,7 @@ class Sanitizer:
         self._too_deep = too_deep(limits.max_depth)
         # When text(s) may change s (see Redaction.text_plan), so the C decoder skips the call otherwise:
         # (max_length, call_always, min_length, rules).
-        self.text_plan = (self._max_length, *redaction.text_plan())
+        self.text_plan = (self._max_length, *redaction.text_plan)
 
     def hit(self, limit: str, count: int = 1) -> None:
         """Count `count` values, attributes, events or links cut by `limit` (a mapping.limits key)."""
