@@ -1,0 +1,56 @@
+"""What every recorded agent shares: the two tools, the environment, the OpenTelemetry SDK set up as the docs show.
+
+Imported by the agents inside the framework virtualenvs (record.py puts this folder on PYTHONPATH), never by
+the project; it needs only opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http, which every
+framework virtualenv pins.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fake_models import ANSWER, FORECAST_ERROR, PROMPT, SYSTEM, TOOL_ARGS, WEATHER  # noqa: F401 - re-exported
+
+OPENAI_BASE_URL = os.environ.get("FAKE_OPENAI_BASE_URL", "")
+ANTHROPIC_BASE_URL = os.environ.get("FAKE_ANTHROPIC_BASE_URL", "")
+GEMINI_BASE_URL = os.environ.get("FAKE_GEMINI_BASE_URL", "")
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-sonnet-4-5"
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather in a city."""
+    return WEATHER
+
+
+def get_forecast(city: str) -> str:
+    """Get tomorrow's weather forecast for a city."""
+    raise RuntimeError(FORECAST_ERROR)
+
+
+def tracer_provider(set_global: bool = True):
+    """A TracerProvider exporting OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (the capture)."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def logger_provider(set_global: bool = True):
+    """A LoggerProvider exporting OTLP/HTTP log records to the capture (for instrumentations that emit events as logs)."""
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    if set_global:
+        set_logger_provider(provider)
+    return provider
