@@ -13,7 +13,7 @@ import asyncio
 import tempfile
 import time
 
-from otel_bridge.queue import open_queue
+from otel_bridge.exporter.queue import open_queue
 
 
 async def measure(directory: str | None, puts: int, calls_per_put: int, call_bytes: int) -> None:

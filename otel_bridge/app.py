@@ -20,15 +20,15 @@ from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.split import SplitSender
 from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
-from otel_bridge.health import Health
+from otel_bridge.telemetry.health import Health
 from otel_bridge.http_server import HttpServer
 from otel_bridge.mapping import Mapper
 from otel_bridge.pipeline import Pipeline
-from otel_bridge.queue import CallQueue, open_queue
+from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
-from otel_bridge.telemetry import Metrics
-from otel_bridge.telemetry_server import telemetry_app
+from otel_bridge.telemetry.metrics import Metrics
+from otel_bridge.telemetry.server import telemetry_app
 
 __all__ = ["Bridge", "build_sender"]
 

@@ -12,11 +12,12 @@ import orjson
 import yaml
 
 from otel_bridge import __version__
-from otel_bridge.config import PROJECT_FORM, load_settings, parse_project
+from otel_bridge.config import load_settings
+from otel_bridge.project import PROJECT_FORM, parse_project
 from otel_bridge.errors import ConfigError
-from otel_bridge.logs import setup_logging
+from otel_bridge.telemetry.logs import setup_logging
 from otel_bridge.mapping import Mapper, as_config, build_rules
-from otel_bridge.otlp import parse_request
+from otel_bridge.decode.otlp import parse_request
 
 __all__ = ["main"]
 

@@ -27,14 +27,13 @@ from pydantic import (
 )
 
 from otel_bridge.errors import ConfigError
+from otel_bridge.project import PROJECT_FORM, parse_project
 
 __all__ = [
-    "PROJECT_FORM",
     "Settings",
     "load_settings",
     "parse_duration",
     "format_duration",
-    "parse_project",
     "split_endpoint",
 ]
 
@@ -68,22 +67,6 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
-
-
-# Both names go into the upstream URL path: whitespace and control characters make it invalid, and
-# \ # ? % : would change its meaning (W&B names cannot contain them either).
-_NOT_IN_PROJECT_NAMES = re.compile(r"[\x00-\x20\x7f\\#?%:]")
-PROJECT_FORM = "entity/project (names without whitespace, control characters or \\ # ? % :)"
-
-
-def parse_project(value: str) -> tuple[str, str] | None:
-    """`entity/project` -> (entity, project); None when it is not of that form."""
-    entity, sep, project = value.strip().partition("/")
-    if not sep or not entity or not project or "/" in project:
-        return None
-    if _NOT_IN_PROJECT_NAMES.search(entity) or _NOT_IN_PROJECT_NAMES.search(project):
-        return None
-    return entity, project
 
 
 def _check_endpoint(value: str | None) -> str | None:

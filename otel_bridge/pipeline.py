@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from otel_bridge.decode import count_spans
 from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Mapper
-from otel_bridge.queue import CallQueue
-from otel_bridge.telemetry import Metrics
+from otel_bridge.exporter.queue import CallQueue
+from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["Pipeline", "ExportResult"]
 

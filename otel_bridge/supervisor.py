@@ -51,7 +51,7 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 def _run_worker(settings: Settings, index: int, ready: Any) -> None:
     """A worker's whole life: the same `serve` as a single bridge, with its own settings."""
     from otel_bridge.app import serve
-    from otel_bridge.logs import setup_logging
+    from otel_bridge.telemetry.logs import setup_logging
 
     setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
 

@@ -9,12 +9,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from otel_bridge import decoded
+from otel_bridge.decode import decoded
 from otel_bridge.config import Redact
 from otel_bridge.decode import decode_request
-from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
-from otel_bridge.redact import compile_redaction
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.limits import DEFAULT_LIMITS, SpanLimits
+from otel_bridge.decode.redact import compile_redaction
+from otel_bridge.decode.sanitize import Sanitizer
 
 TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 SPAN_ID = bytes.fromhex("00f067aa0ba902b7")

@@ -19,7 +19,7 @@ from conftest import bridge_settings
 from jsonschema import Draft202012Validator, FormatChecker
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from otel_bridge.otlp import parse_otlp_json
+from otel_bridge.decode.otlp import parse_otlp_json
 
 ROOT = Path(__file__).resolve().parent.parent
 OTLP = Path(__file__).resolve().parent / "testdata" / "otlp"

@@ -22,11 +22,11 @@ from test_hostile import SECRETS
 from otel_bridge import decode
 from otel_bridge.config import Redact
 from otel_bridge.decode import count_spans, count_spans_python, decode_request_python
-from otel_bridge.decoded import ResourceSpans, ScopeSpans, Span
+from otel_bridge.decode.decoded import ResourceSpans, ScopeSpans, Span
 from otel_bridge.errors import BadRequestError
-from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
-from otel_bridge.redact import DEFAULT_REDACTION, REDACTED, compile_redaction
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.limits import DEFAULT_LIMITS, SpanLimits
+from otel_bridge.decode.redact import DEFAULT_REDACTION, REDACTED, compile_redaction
+from otel_bridge.decode.sanitize import Sanitizer
 
 PARENT_ID = bytes.fromhex("1112131415161718")
 LINK_TRACE_ID = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
@@ -353,7 +353,7 @@ def test_count_spans() -> None:
 def test_the_implementation_in_use_is_named() -> None:
     assert decode.NATIVE in (True, False)
     if decode.NATIVE:
-        from otel_bridge import _decode
+        from otel_bridge.decode import _decode
 
         assert (decode.decode_request, decode.count_spans) == (_decode.decode_request, _decode.count_spans)
     else:

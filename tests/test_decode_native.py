@@ -1,4 +1,4 @@
-"""The C decoder (otel_bridge._decode) against the Python reference (decode.decode_request_python): the same
+"""The C decoder (otel_bridge.decode._decode) against the Python reference (decode.decode_request_python): the same
 values, the same tallies of what limits and redaction changed, the same errors, on the golden fixtures, the
 benchmark's spans, generated requests under tight and default limits, and hostile bytes.
 
@@ -19,19 +19,19 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from otel_bridge import decode
 from otel_bridge.config import Limits, Redact
 from otel_bridge.errors import BadRequestError
-from otel_bridge.limits import DEFAULT_LIMITS, SpanLimits
-from otel_bridge.otlp import parse_request
-from otel_bridge.redact import DEFAULT_REDACTION, compile_redaction
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.limits import DEFAULT_LIMITS, SpanLimits
+from otel_bridge.decode.otlp import parse_request
+from otel_bridge.decode.redact import DEFAULT_REDACTION, compile_redaction
+from otel_bridge.decode.sanitize import Sanitizer
 from fuzz_strategies import REQUEST, mutations
 from spans import materialized, request, span
 
 if not decode.NATIVE:
     if os.environ.get("CI"):
-        pytest.fail("otel_bridge._decode is not built: `pip install .` compiles it (needs a C compiler)", pytrace=False)
-    pytest.skip("otel_bridge._decode is not built", allow_module_level=True)
+        pytest.fail("otel_bridge.decode._decode is not built: `pip install .` compiles it (needs a C compiler)", pytrace=False)
+    pytest.skip("otel_bridge.decode._decode is not built", allow_module_level=True)
 
-from otel_bridge import _decode  # noqa: E402
+from otel_bridge.decode import _decode  # noqa: E402
 
 FIXTURES = sorted((Path(__file__).parent / "testdata" / "otlp").glob("*.json"))
 TIGHT_LIMITS = SpanLimits(max_attribute_value_length=12, max_attributes=3, max_events=1, max_links=1, max_depth=3)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from spans import request, span
 
-from otel_bridge.telemetry import total
+from otel_bridge.telemetry.metrics import total
 
 
 def span_id(n: int) -> bytes:

@@ -28,8 +28,8 @@ from otel_bridge.exporter.split import SplitSender
 from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.trim import trim_call
 from otel_bridge.exporter.weave import is_retryable, parse_retry_after
-from otel_bridge.queue import Batch
-from otel_bridge.telemetry import Metrics, total
+from otel_bridge.exporter.queue import Batch
+from otel_bridge.telemetry.metrics import Metrics, total
 
 
 def run(coroutine: Any) -> Any:

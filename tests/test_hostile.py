@@ -17,7 +17,7 @@ from spans import request, span
 
 from otel_bridge.config import Redact, Settings, load_settings
 from otel_bridge.errors import ConfigError
-from otel_bridge.redact import DEFAULT_KEYS, DEFAULT_VALUE_RULES
+from otel_bridge.decode.redact import DEFAULT_KEYS, DEFAULT_VALUE_RULES
 
 PROJECT = {"wandb.entity": "e", "wandb.project": "p"}
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -389,7 +389,7 @@ def test_default_rules_can_be_turned_off(upstream, start_bridge):
     ],
 )
 def test_rule_edges(text, expected):
-    from otel_bridge.redact import DEFAULT_REDACTION
+    from otel_bridge.decode.redact import DEFAULT_REDACTION
 
     assert DEFAULT_REDACTION.text(text) == (text if expected is None else expected)
 

@@ -1,4 +1,4 @@
-"""The rule look-ups in C (otel_bridge._lookup) against their Python reference (mapping/lookup.py): the same
+"""The rule look-ups in C (otel_bridge.mapping._lookup) against their Python reference (mapping/lookup.py): the same
 results for the trees the decoder builds and the key paths rule tables hold, generated and hand-picked.
 
 In CI the extension must be built (`pip install .` compiles it); elsewhere these tests skip without it.
@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otel_bridge.mapping import lookup
-from otel_bridge.otlp import CONFLICT_KEY
+from otel_bridge.decode.otlp import CONFLICT_KEY
 
 if not lookup.NATIVE:
     if os.environ.get("CI"):
-        pytest.fail("otel_bridge._lookup is not built: `pip install .` compiles it (needs a C compiler)", pytrace=False)
-    pytest.skip("otel_bridge._lookup is not built", allow_module_level=True)
+        pytest.fail("otel_bridge.mapping._lookup is not built: `pip install .` compiles it (needs a C compiler)", pytrace=False)
+    pytest.skip("otel_bridge.mapping._lookup is not built", allow_module_level=True)
 
-from otel_bridge import _lookup  # noqa: E402
+from otel_bridge.mapping import _lookup  # noqa: E402
 
 REF = lookup.REFERENCE
 PARTS = st.sampled_from(["gen_ai", "usage", "input_tokens", "0", "1", "2", "10", CONFLICT_KEY, "x", "", "\u0661", "\u00b2"])

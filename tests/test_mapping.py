@@ -20,13 +20,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from spans import END, SPAN_ID, START, TRACE_ID, decoded_span, request, span
 
 import otel_bridge.mapping.request as request_module
-from otel_bridge.config import PROJECT_FORM
+from otel_bridge.project import PROJECT_FORM
 from otel_bridge.errors import RejectedSpan
-from otel_bridge.limits import DEFAULT_LIMITS
+from otel_bridge.decode.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, NO_PROJECT, map_request, map_span
-from otel_bridge.otlp import CONFLICT_KEY
-from otel_bridge.redact import DEFAULT_REDACTION
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.otlp import CONFLICT_KEY
+from otel_bridge.decode.redact import DEFAULT_REDACTION
+from otel_bridge.decode.sanitize import Sanitizer
 
 PROJECT = "my-entity/my-project"
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "proto" / "calls-complete.schema.json").read_text())

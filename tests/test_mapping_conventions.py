@@ -15,9 +15,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValu
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from spans import START, request, span
 
-from otel_bridge.limits import DEFAULT_LIMITS
+from otel_bridge.decode.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, default_tables, map_request
-from otel_bridge.redact import DEFAULT_REDACTION
+from otel_bridge.decode.redact import DEFAULT_REDACTION
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "proto" / "calls-complete.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())

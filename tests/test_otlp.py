@@ -1,4 +1,4 @@
-"""otel_bridge.otlp: AnyValue decoding, attribute trees, times and OTLP/JSON parsing."""
+"""otel_bridge.decode.otlp: AnyValue decoding, attribute trees, times and OTLP/JSON parsing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from spans import END, SPAN_ID, START, TRACE_ID, attrs, plain_sanitizer, request, span
 
-from otel_bridge.otlp import CONFLICT_KEY, any_value, attribute_tree, iso_time, parse_otlp_json, parse_request
+from otel_bridge.decode.otlp import CONFLICT_KEY, any_value, attribute_tree, iso_time, parse_otlp_json, parse_request
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)

@@ -12,8 +12,8 @@ from otel_bridge.config import Mapping
 from otel_bridge.errors import BadRequestError, OversizedRequestError
 from otel_bridge.mapping import Mapper
 from otel_bridge.pipeline import Pipeline
-from otel_bridge.queue import open_queue
-from otel_bridge.telemetry import Metrics, total
+from otel_bridge.exporter.queue import open_queue
+from otel_bridge.telemetry.metrics import Metrics, total
 
 ROUTED = {"wandb.entity": "e", "wandb.project": "p"}
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from otel_bridge.errors import ConfigError, QueueFullError
-from otel_bridge.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, body_size, open_queue
+from otel_bridge.exporter.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, body_size, open_queue
 
 LONG = 30.0  # a linger no test waits for
 

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spans import request, span
 
 from otel_bridge.app import Bridge
-from otel_bridge.logs import JsonFormatter, TextFormatter
+from otel_bridge.telemetry.logs import JsonFormatter, TextFormatter
 from otel_bridge.receiver.grpc import TRACE_SERVICE
 
 ROUTED = {"wandb.entity": "e", "wandb.project": "p"}

@@ -26,11 +26,11 @@ import orjson
 import pytest
 
 from otel_bridge.config import Redact
-from otel_bridge.limits import DEFAULT_LIMITS
+from otel_bridge.decode.limits import DEFAULT_LIMITS
 from otel_bridge.mapping import DEFAULT_RULES, map_request
 from otel_bridge.mapping.usage import matches
-from otel_bridge.otlp import parse_otlp_json
-from otel_bridge.redact import compile_redaction
+from otel_bridge.decode.otlp import parse_otlp_json
+from otel_bridge.decode.redact import compile_redaction
 
 # The comparison is of mappings: redaction, which Weave's converter does not do, stays out of it.
 NO_REDACTION = compile_redaction(Redact(default_rules=False))

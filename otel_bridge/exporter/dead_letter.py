@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from otel_bridge.errors import ExportError
-from otel_bridge.queue import Batch
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["DeadLetterFile"]
 

@@ -19,8 +19,8 @@ from otel_bridge.config import Batch as BatchConfig
 from otel_bridge.config import format_duration
 from otel_bridge.errors import ProjectBlockedError, ProjectInRetry, QueueError
 from otel_bridge.exporter.sender import Sender
-from otel_bridge.queue import CallQueue
-from otel_bridge.telemetry import Metrics, total
+from otel_bridge.exporter.queue import CallQueue
+from otel_bridge.telemetry.metrics import Metrics, total
 
 __all__ = ["Dispatcher"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from otel_bridge.queue import Batch
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["FileSender"]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from otel_bridge.errors import ExportError
 from otel_bridge.exporter.sender import Sender
-from otel_bridge.queue import Batch
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["UpstreamHealth", "ReachabilitySender"]
 

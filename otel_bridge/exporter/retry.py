@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from otel_bridge.errors import ProjectInRetry, RetriesExhaustedError, RetryableError
 from otel_bridge.exporter.sender import Sender
-from otel_bridge.queue import Batch
-from otel_bridge.telemetry import Metrics
+from otel_bridge.exporter.queue import Batch
+from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["RetrySender", "next_backoff", "next_wait", "MULTIPLIER", "JITTER"]
 

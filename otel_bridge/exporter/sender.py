@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from otel_bridge.queue import Batch
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["Sender"]
 

@@ -29,8 +29,8 @@ from otel_bridge.errors import (
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.trim import trim_call
-from otel_bridge.queue import Batch, body_size
-from otel_bridge.telemetry import Metrics
+from otel_bridge.exporter.queue import Batch, body_size
+from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["SplitSender"]
 

@@ -12,7 +12,7 @@ import asyncio
 from otel_bridge.config import format_duration
 from otel_bridge.errors import RetryableError
 from otel_bridge.exporter.sender import Sender
-from otel_bridge.queue import Batch
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["TimeoutSender"]
 

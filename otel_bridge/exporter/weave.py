@@ -16,7 +16,7 @@ from otel_bridge.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from otel_bridge.queue import Batch, body_size
+from otel_bridge.exporter.queue import Batch, body_size
 
 __all__ = ["WeaveSender", "is_retryable", "parse_retry_after"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_bridge.decoded import Span
+from otel_bridge.decode.decoded import Span
 
 __all__ = ["span_dump", "SPAN_KIND_NAMES", "STATUS_CODE_NAMES"]
 

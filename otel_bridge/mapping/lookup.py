@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.mapping.rules import Source
-from otel_bridge.otlp import CONFLICT_KEY
+from otel_bridge.decode.otlp import CONFLICT_KEY
 
 __all__ = ["NATIVE", "REFERENCE", "find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
 
@@ -99,11 +99,11 @@ def as_bool(value: Any) -> bool | None:
     return None
 
 
-# The functions above are the reference; otel_bridge/_lookup.c has the same ones without the interpreter's
+# The functions above are the reference; otel_bridge/mapping/_lookup.c has the same ones without the interpreter's
 # cost per call, and the mapping uses those when the extension is built.
 REFERENCE = {f.__name__: f for f in (find, first_truthy, first, first_present, as_int, as_str, as_bool)}
 try:
-    from otel_bridge import _lookup
+    from otel_bridge.mapping import _lookup
 except ImportError:
     _lookup = None
 NATIVE = _lookup is not None

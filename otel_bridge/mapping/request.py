@@ -12,18 +12,18 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.config import PROJECT_FORM, parse_project
+from otel_bridge.project import PROJECT_FORM, parse_project
 from otel_bridge.config import Mapping as MappingConfig
 from otel_bridge.decode import decode_request
-from otel_bridge.decoded import Span
+from otel_bridge.decode.decoded import Span
 from otel_bridge.errors import RejectedSpan
-from otel_bridge.limits import SpanLimits
+from otel_bridge.decode.limits import SpanLimits
 from otel_bridge.mapping.lookup import as_str, find
 from otel_bridge.mapping.rules import Rules, build_rules
 from otel_bridge.mapping.span import map_span
-from otel_bridge.otlp import short_hex
-from otel_bridge.redact import Redaction, compile_redaction
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.otlp import short_hex
+from otel_bridge.decode.redact import Redaction, compile_redaction
+from otel_bridge.decode.sanitize import Sanitizer
 
 __all__ = ["Mapper", "MappedRequest", "map_request", "NO_PROJECT"]
 

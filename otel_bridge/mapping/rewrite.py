@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_bridge.mapping.rules import KeyPath, Rules
-from otel_bridge.otlp import CONFLICT_KEY
+from otel_bridge.decode.otlp import CONFLICT_KEY
 
 __all__ = ["rewrite"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from otel_bridge.otlp import key_path
+from otel_bridge.decode.otlp import key_path
 
 __all__ = [
     "DEFAULT_RULES",

@@ -9,7 +9,7 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from otel_bridge.decoded import Span
+from otel_bridge.decode.decoded import Span
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping import content
 from otel_bridge.mapping.dump import span_dump
@@ -17,7 +17,7 @@ from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, fir
 from otel_bridge.mapping.rewrite import rewrite
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
-from otel_bridge.otlp import iso_time, short_hex
+from otel_bridge.decode.otlp import iso_time, short_hex
 
 __all__ = ["map_span", "op_name"]
 

@@ -27,7 +27,7 @@ from otel_bridge.config import HttpReceiver
 from otel_bridge.errors import BadRequestError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
-from otel_bridge.otlp import parse_otlp_json
+from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken

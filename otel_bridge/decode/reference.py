@@ -1,10 +1,7 @@
-"""The bytes of an ExportTraceServiceRequest -> plain data (decoded.py), sanitized while it is read.
-
-`decode_request` is the one the bridge uses: the C extension otel_bridge._decode when it is built, which
-reads the wire bytes directly, else `decode_request_python`, the reference it must match exactly: it parses
-with protobuf and walks the messages, passing every list and string through the request's Sanitizer in the
-same order (the tallies of what limits and redaction changed are part of the result). `NATIVE` says which
-one is in use.
+"""The reference decoder: the bytes of an ExportTraceServiceRequest -> plain data (decoded.py), sanitized
+while it is read. The C extension (_decode.c) must match it exactly: it parses with protobuf and walks the
+messages, passing every list and string through the request's Sanitizer in the same order (the tallies of
+what limits and redaction changed are part of the result).
 """
 
 from __future__ import annotations
@@ -13,12 +10,12 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_bridge.decoded import ResourceSpans, ScopeSpans, Span
+from otel_bridge.decode.decoded import ResourceSpans, ScopeSpans, Span
 from otel_bridge.errors import BadRequestError
-from otel_bridge.otlp import attribute_tree
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.otlp import attribute_tree
+from otel_bridge.decode.sanitize import Sanitizer
 
-__all__ = ["NATIVE", "count_spans", "count_spans_python", "decode_request", "decode_request_python"]
+__all__ = ["count_spans_python", "decode_request_python"]
 
 _DECODE_HINTS = {
     "Wire format was corrupt": " (truncated, or not protobuf at all)",
@@ -123,13 +120,3 @@ def count_spans_python(data: bytes) -> int:
     """The spans in a serialized request; BadRequestError as decode_request_python when it is not one."""
     request = _parse(data)
     return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
-
-
-try:
-    from otel_bridge import _decode  # type: ignore[attr-defined]
-except ImportError:
-    _decode = None
-
-NATIVE = _decode is not None
-decode_request = _decode.decode_request if _decode is not None else decode_request_python
-count_spans = _decode.count_spans if _decode is not None else count_spans_python

@@ -15,7 +15,7 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_bridge.sanitize import Sanitizer
+from otel_bridge.decode.sanitize import Sanitizer
 
 __all__ = [
     "CONFLICT_KEY",

@@ -9,7 +9,7 @@
 #include <math.h>
 #include "_text.h"
 
-static PyObject *conflict_key; /* otel_bridge.otlp.CONFLICT_KEY */
+static PyObject *conflict_key; /* otel_bridge.decode.otlp.CONFLICT_KEY */
 
 /* The value at `path` (a tuple of str) in `tree`, borrowed; NULL without an error when absent. */
 static PyObject *find_in(PyObject *tree, PyObject *path) {
@@ -222,11 +222,11 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "otel_bridge._lookup", NULL, -1, methods,
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "otel_bridge.mapping._lookup", NULL, -1, methods,
                                         NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__lookup(void) {
-    PyObject *otlp = PyImport_ImportModule("otel_bridge.otlp");
+    PyObject *otlp = PyImport_ImportModule("otel_bridge.decode.otlp");
     if (!otlp) return NULL;
     conflict_key = PyObject_GetAttrString(otlp, "CONFLICT_KEY");
     Py_DECREF(otlp);

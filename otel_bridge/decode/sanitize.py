@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from otel_bridge.limits import SpanLimits, deeper_than, too_deep, truncated_bytes, truncated_text
-from otel_bridge.redact import Redaction
+from otel_bridge.decode.limits import SpanLimits, deeper_than, too_deep, truncated_bytes, truncated_text
+from otel_bridge.decode.redact import Redaction
 
 __all__ = ["Sanitizer"]
 

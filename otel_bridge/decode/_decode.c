@@ -1,4 +1,4 @@
-/* The OTLP trace decoder: ExportTraceServiceRequest bytes -> otel_bridge.decoded, sanitized as it reads.
+/* The OTLP trace decoder: ExportTraceServiceRequest bytes -> otel_bridge.decode.decoded, sanitized as it reads.
  *
  * decode.py's decode_request_python is the reference: this module produces the same values, tallies and
  * errors (tests/test_decode.py compares the two), several times faster, because reading protobuf fields
@@ -19,7 +19,7 @@
 
 static PyObject *BadRequestError;            /* otel_bridge.errors.BadRequestError */
 static PyObject *json_loads;                 /* orjson.loads */
-static PyObject *ResourceSpansType, *ScopeSpansType, *SpanType; /* otel_bridge.decoded */
+static PyObject *ResourceSpansType, *ScopeSpansType, *SpanType; /* otel_bridge.decode.decoded */
 static PyObject *key_shapes;                 /* key -> (parents tuple, last, has_index): keys repeat */
 static PyObject *s_dot, *s_conflict, *s_max_attributes, *s_max_events, *s_max_links, *s_max_depth;
 #define KEY_SHAPES_MAX 4096
@@ -1029,7 +1029,7 @@ static void decoder_dealloc(DecoderObject *self) {
 
 static PyTypeObject DecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_bridge._decode.Decoder",
+    .tp_name = "otel_bridge.decode._decode.Decoder",
     .tp_basicsize = sizeof(DecoderObject),
     .tp_dealloc = (destructor)decoder_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1059,7 +1059,7 @@ static PyObject *span_iter_next(SpanIterObject *self) {
 
 static PyTypeObject SpanIterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_bridge._decode.SpanIterator",
+    .tp_name = "otel_bridge.decode._decode.SpanIterator",
     .tp_basicsize = sizeof(SpanIterObject),
     .tp_dealloc = (destructor)span_iter_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1264,7 +1264,7 @@ static int checked(Py_buffer *view, Py_ssize_t *spans) {
 
 PyDoc_STRVAR(decode_request_doc,
              "decode_request(data, sanitizer) -> list[ResourceSpans]\n\n"
-             "An ExportTraceServiceRequest's bytes as otel_bridge.decoded values, limits and redaction applied\n"
+             "An ExportTraceServiceRequest's bytes as otel_bridge.decode.decoded values, limits and redaction applied\n"
              "through `sanitizer`; each ScopeSpans' spans are decoded as they are iterated. BadRequestError\n"
              "saying why when the bytes are not such a request (checked whole before anything is decoded).");
 
@@ -1321,7 +1321,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "otel_bridge._decode", NULL, -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "otel_bridge.decode._decode", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 static PyObject *import_attr(const char *module, const char *name) {
     PyObject *m = PyImport_ImportModule(module);
@@ -1334,11 +1334,11 @@ static PyObject *import_attr(const char *module, const char *name) {
 PyMODINIT_FUNC PyInit__decode(void) {
     if (!(BadRequestError = import_attr("otel_bridge.errors", "BadRequestError")) ||
         !(json_loads = import_attr("orjson", "loads")) ||
-        !(ResourceSpansType = import_attr("otel_bridge.decoded", "ResourceSpans")) ||
-        !(ScopeSpansType = import_attr("otel_bridge.decoded", "ScopeSpans")) ||
-        !(SpanType = import_attr("otel_bridge.decoded", "Span")) || !(key_shapes = PyDict_New()))
+        !(ResourceSpansType = import_attr("otel_bridge.decode.decoded", "ResourceSpans")) ||
+        !(ScopeSpansType = import_attr("otel_bridge.decode.decoded", "ScopeSpans")) ||
+        !(SpanType = import_attr("otel_bridge.decode.decoded", "Span")) || !(key_shapes = PyDict_New()))
         return NULL;
-    if (!(s_conflict = import_attr("otel_bridge.otlp", "CONFLICT_KEY")) ||
+    if (!(s_conflict = import_attr("otel_bridge.decode.otlp", "CONFLICT_KEY")) ||
         !(s_max_attributes = PyUnicode_InternFromString("max_attributes")) ||
         !(s_max_events = PyUnicode_InternFromString("max_events")) ||
         !(s_max_links = PyUnicode_InternFromString("max_links")) ||

@@ -42,7 +42,7 @@ from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, Q
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "body_size", "QUEUE_FULL_RETRY_AFTER"]
 
-log = logging.getLogger("otel_bridge.queue")
+log = logging.getLogger("otel_bridge.exporter.queue")
 
 # {"batch":[ ... ]}
 _BODY_OVERHEAD = len(b'{"batch":[]}')

@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from otel_bridge.health import Health
-from otel_bridge.telemetry import Metrics
+from otel_bridge.telemetry.health import Health
+from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["telemetry_app"]
 
