@@ -12,6 +12,7 @@ Content-Type, answers in the request's encoding, and turns each failure into the
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
+from otel_bridge.receiver.inflate import InflateError, TooLargeError, inflate
 from otel_bridge.receiver.tls import server_ssl_context
 
 __all__ = ["TRACES_PATH", "build_http_receiver", "otlp_http_app"]
@@ -54,8 +56,9 @@ class _Codec:
     encode: Callable[[Any], bytes]
 
 
+_PROTOBUF = _Codec("application/x-protobuf", lambda body: body, lambda m: m.SerializeToString())
 _CODECS = {
-    "application/x-protobuf": _Codec("application/x-protobuf", lambda body: body, lambda m: m.SerializeToString()),
+    "application/x-protobuf": _PROTOBUF,
     "application/json": _Codec("application/json", _json_to_protobuf, _encode_json),
 }
 # zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
@@ -107,26 +110,22 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decompress(body: bytes, wbits: int, limit: int) -> bytes:
-    """Inflate at most `limit` bytes, so a small bomb cannot take the memory a large body may not."""
-    out = []
-    size = 0
-    data = body
+def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int) -> bytes:
+    """The body as the protobuf bytes the pipeline maps: inflated (at most `limit` bytes, so a small bomb
+    cannot take the memory a large body may not) and converted from JSON."""
+    if encoding not in _IDENTITY:
+        try:
+            body = inflate(body, _DECOMPRESS_WBITS[encoding], limit)
+        except TooLargeError:
+            raise _Refused(
+                413, "too_large", f"decompressed body over {limit} bytes (receiver.http.max_request_body_size_mib)"
+            ) from None
+        except InflateError as exc:
+            raise _Refused(400, "bad_request", str(exc)) from None
     try:
-        while data:  # a gzip body may hold several members, one after another
-            inflater = zlib.decompressobj(wbits)
-            out.append(inflater.decompress(data, limit - size + 1))
-            size += len(out[-1])
-            if size > limit:
-                raise _Refused(
-                    413, "too_large", f"decompressed body over {limit} bytes (receiver.http.max_request_body_size_mib)"
-                )
-            if not inflater.eof:
-                raise _Refused(400, "bad_request", "compressed body is truncated")
-            data = inflater.unused_data
-    except zlib.error as exc:
-        raise _Refused(400, "bad_request", f"compressed body does not decompress: {exc}") from None
-    return b"".join(out)
+        return codec.to_protobuf(body)
+    except ValueError as exc:
+        raise _Refused(400, "bad_request", str(exc)) from None
 
 
 def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None) -> web.Application:
@@ -147,12 +146,10 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
             if encoding not in _IDENTITY and encoding not in _DECOMPRESS_WBITS:
                 raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_ENCODING.format(encoding))
             body = await _read_body(request, max_body_bytes)
-            if encoding not in _IDENTITY:
-                body = _decompress(body, _DECOMPRESS_WBITS[encoding], max_body_bytes)
-            try:
-                data = codec.to_protobuf(body)
-            except ValueError as exc:
-                raise _Refused(400, "bad_request", str(exc)) from None
+            if encoding in _IDENTITY and codec is _PROTOBUF:
+                data = body
+            else:  # CPU work that grows with the body: in a thread, so the loop keeps serving meanwhile
+                data = await asyncio.to_thread(_to_protobuf, body, encoding, codec, max_body_bytes)
             try:
                 result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
             except BadRequestError as exc:  # protobuf bytes that do not decode
