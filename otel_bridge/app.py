@@ -165,6 +165,7 @@ class Bridge:
         rest (if durable), then the telemetry endpoint, which keeps answering probes while the queue drains."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
         await asyncio.gather(*(receiver.stop() for receiver in (self.grpc, self.http) if receiver is not None))
+        self.pipeline.close()
         await self.dispatcher.drain(max(0.0, deadline - time.monotonic()))
         await self.sender.close()
         await self.queue.close()

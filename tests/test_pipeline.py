@@ -56,3 +56,32 @@ def test_bytes_that_are_not_a_request_are_a_bad_request(max_bytes: int) -> None:
         asyncio.run(pipeline.export(b"\xff\xff\xff", header_project=None, transport="grpc"))
     assert total(pipeline.metrics.received_spans) == 0
     assert total(pipeline.metrics.refused_spans) == 0
+
+
+def test_min_call_bytes_is_a_lower_bound_of_a_call() -> None:
+    """The room check multiplies the span count by MIN_CALL_BYTES: it must never refuse what would fit."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from otel_bridge.pipeline import MIN_CALL_BYTES
+
+    bare = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2)
+    data = request(bare, resource={"wandb.entity": "e", "wandb.project": "p"}).SerializeToString()
+    mapped = Mapper.from_config(Mapping()).map(data, header_project=None, default_project="")
+    (call,) = mapped.calls["e/p"]
+    assert len(call) >= MIN_CALL_BYTES
+
+
+def test_many_small_spans_are_refused_by_their_count_before_mapping() -> None:
+    """Issue 12.2: 40k bare spans are 2 MB of protobuf but 40 MB of calls; refused before any is mapped."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    spans = [Span(trace_id=b"\x01" * 16, span_id=i.to_bytes(8, "big"), start_time_unix_nano=1, end_time_unix_nano=2) for i in range(1, 40_001)]
+    data = request(*spans, resource=ROUTED).SerializeToString()
+    pipeline = _pipeline(32 * 1024 * 1024)
+    assert len(data) < 3_000_000
+    mapped = []
+    pipeline.map = lambda *args: mapped.append(args)  # type: ignore[method-assign]
+    with pytest.raises(OversizedRequestError, match="needs 40000000 bytes of queue"):
+        asyncio.run(pipeline.export(data, header_project=None, transport="grpc"))
+    assert mapped == []
+    assert total(pipeline.metrics.refused_spans, reason=("too_large",)) == 40_000

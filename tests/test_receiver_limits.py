@@ -90,3 +90,62 @@ def test_a_gzip_member_bomb_is_inflated_in_linear_time_while_probes_are_answered
     )
     assert answer.status_code == 200
     upstream.wait_for_calls(1)
+
+
+# --- item 2: work per request bounded, and off the event loop ---------------------------------------------
+
+
+def _bare_spans(n: int, attributes: int = 0):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    attrs = [KeyValue(key=f"app.key{j}", value=AnyValue(int_value=j)) for j in range(attributes)]
+    return request(
+        *(
+            Span(trace_id=b"\x01" * 16, span_id=i.to_bytes(8, "big"), start_time_unix_nano=1, end_time_unix_nano=2, attributes=attrs)
+            for i in range(1, n + 1)
+        ),
+        resource={"wandb.entity": "e", "wandb.project": "p"},
+    ).SerializeToString()
+
+
+def test_a_small_body_of_many_spans_is_refused_at_once_while_probes_are_answered(upstream, start_bridge):
+    """100k bare spans gzip to 0.4 MB but map to 100 MB of calls: refused by their count, never mapped."""
+    bridge = start_bridge(bridge_settings(upstream))
+    body = gzip.compress(_bare_spans(100_000))
+    with ProbeWatcher(bridge.telemetry_url) as probes:
+        answer = httpx.post(
+            f"{bridge.http_url}/v1/traces",
+            content=body,
+            headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+            timeout=30,
+        )
+    assert answer.status_code == 413
+    assert b"needs 100000000 bytes of queue" in answer.content
+    assert probes.slowest < 1.0
+
+
+def test_mapping_a_large_request_leaves_the_loop_free_for_probes_and_other_clients(upstream, start_bridge):
+    """30k spans x 20 attributes map for seconds; meanwhile /healthz and a small Export are answered."""
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 128 * 1024 * 1024}}))
+    large = _bare_spans(30_000, attributes=20)
+    answers: list[int] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{bridge.http_url}/v1/traces", content=large, headers={"Content-Type": "application/x-protobuf"}, timeout=60).status_code
+        )
+    )
+    with ProbeWatcher(bridge.telemetry_url) as probes:
+        sender.start()
+        time.sleep(0.3)  # the large request is mapping
+        started = time.perf_counter()
+        small = httpx.post(
+            f"{bridge.http_url}/v1/traces", content=b"\x01", headers={"Content-Type": "application/x-protobuf"}, timeout=30
+        )
+        refused_in = time.perf_counter() - started
+        sender.join(60)
+    assert answers == [200]
+    assert small.status_code == 400  # garbage: refused while the large one maps, not after it
+    assert refused_in < 1.0, refused_in
+    assert probes.slowest < 0.5, probes.slowest
+    upstream.wait_for_calls(30_000, timeout=30)
