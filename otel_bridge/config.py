@@ -125,6 +125,13 @@ class Auth(_Section):
 class GrpcReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4317"
     max_recv_msg_size_mib: int = Field(64, gt=0, le=2047)
+    # A connection must finish its TLS and HTTP/2 handshake within handshake_timeout; one with no call for
+    # max_connection_idle is closed (GOAWAY); keepalive pings every keepalive_time find peers that are gone
+    # (a ping unanswered for keepalive_timeout closes the connection).
+    handshake_timeout: Duration = Field(10.0, gt=0)
+    max_connection_idle: Duration = Field(300.0, gt=0)
+    keepalive_time: Duration = Field(60.0, gt=0)
+    keepalive_timeout: Duration = Field(20.0, gt=0)
     tls: Tls | None = None
     auth: Auth | None = None
 
@@ -132,6 +139,11 @@ class GrpcReceiver(_Section):
 class HttpReceiver(_Section):
     endpoint: Endpoint = "0.0.0.0:4318"
     max_request_body_size_mib: int = Field(64, gt=0, le=2047)
+    # A connection is closed when it has not sent a whole request head within idle_timeout of connecting or
+    # of its last answer (idle keep-alive connections and slowloris alike); a body not received within
+    # read_timeout is answered 408.
+    idle_timeout: Duration = Field(60.0, gt=0)
+    read_timeout: Duration = Field(60.0, gt=0)
     tls: Tls | None = None
     auth: Auth | None = None
 

@@ -36,6 +36,7 @@ class HttpServer:
         security: str = "",
         shutdown_timeout: float = 5.0,
         reuse_port: bool = False,
+        idle_timeout: float = 75.0,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -46,8 +47,15 @@ class HttpServer:
         app.on_response_prepare.append(_server_header)
         # No access log: one line per request is noise at span rates; failures are logged where they happen.
         # No auto_decompress: the receiver decompresses itself, so it can bound the decompressed size.
+        # idle_timeout: aiohttp's keep-alive timer, armed at connect and after each answer, closes a
+        # connection that has not sent a whole request head by then.
         self._runner = web.AppRunner(
-            app, access_log=None, auto_decompress=False, handle_signals=False, shutdown_timeout=shutdown_timeout
+            app,
+            access_log=None,
+            auto_decompress=False,
+            handle_signals=False,
+            shutdown_timeout=shutdown_timeout,
+            keepalive_timeout=idle_timeout,
         )
         self.port: int | None = None
         self.listening = False

@@ -4,6 +4,7 @@ attacker would, on 127.0.0.1: bounded in time and memory so the suite stays fast
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 import zlib
@@ -149,3 +150,52 @@ def test_mapping_a_large_request_leaves_the_loop_free_for_probes_and_other_clien
     assert refused_in < 1.0, refused_in
     assert probes.slowest < 0.5, probes.slowest
     upstream.wait_for_calls(30_000, timeout=30)
+
+
+# --- item 3: connections are timed out --------------------------------------------------------------------
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> tuple[bool, bytes]:
+    """Keeps sending `trickle` every 0.2 s; (True, what it answered) once the bridge closes the connection."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    received = b""
+    while time.monotonic() < deadline:
+        try:
+            if trickle:
+                sock.sendall(trickle)
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True, received
+            received += chunk
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True, received
+    return False, received
+
+
+def test_slow_and_idle_http_connections_are_closed(upstream, start_bridge):
+    """A slowloris head, an idle connection and a half-sent body, each on a raw socket."""
+    bridge = start_bridge(bridge_settings(upstream, receiver={"http": {"idle_timeout": "1s", "read_timeout": "1s"}}))
+    port = bridge.bridge.http.port
+    with socket.create_connection(("127.0.0.1", port)) as slowloris:
+        slowloris.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+        closed, _ = _closed_within(slowloris, 10, trickle=b"X-a: b\r\n")
+        assert closed
+    with socket.create_connection(("127.0.0.1", port)) as idle:
+        assert _closed_within(idle, 10)[0]
+    with socket.create_connection(("127.0.0.1", port)) as half:
+        half.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\nab")
+        closed, answer = _closed_within(half, 10)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"receiver.http.read_timeout" in answer
+    with ProbeWatcher(bridge.telemetry_url) as probes:
+        time.sleep(0.1)
+    assert probes.answers > 0
+
+
+def test_grpc_connections_that_never_handshake_are_closed(upstream, start_bridge):
+    bridge = start_bridge(bridge_settings(upstream, receiver={"grpc": {"handshake_timeout": "1s"}}))
+    with socket.create_connection(("127.0.0.1", bridge.bridge.grpc.port)) as silent:
+        assert _closed_within(silent, 10)[0]

@@ -68,6 +68,10 @@ class _TraceService:
             self.pipeline.metrics.request_duration.labels(transport="grpc").observe(time.perf_counter() - started)
 
 
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 class GrpcTraceReceiver:
     """TLS files are read in __init__, so a bad one fails before any port opens."""
 
@@ -91,6 +95,10 @@ class GrpcTraceReceiver:
                 # Off unless workers share the port on purpose: a second bridge on a taken port must fail
                 # loudly, not quietly take half the traffic.
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.server_handshake_timeout_ms", _ms(config.handshake_timeout)),
+                ("grpc.max_connection_idle_ms", _ms(config.max_connection_idle)),
+                ("grpc.keepalive_time_ms", _ms(config.keepalive_time)),
+                ("grpc.keepalive_timeout_ms", _ms(config.keepalive_timeout)),
             ],
         )
         self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(),))

@@ -5,6 +5,7 @@ Content-Type, answers in the request's encoding, and turns each failure into the
 
     401 missing or wrong bearer token (receiver.http.auth)     not retryable
     400 body that does not decode (bad protobuf, JSON, gzip)   not retryable
+    408 body not received within receiver.http.read_timeout     retryable
     413 body over receiver.http.max_request_body_size_mib       not retryable (compressed or not)
     415 Content-Type or Content-Encoding not supported          not retryable
     413/503 what the queue refuses: receiver/status.py, the table both receivers share
@@ -71,6 +72,7 @@ _UNSUPPORTED_ENCODING = "415 unsupported Content-Encoding {!r}, supported: [gzip
 # The google.rpc code in an error body, per HTTP status.
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
+    408: code_pb2.DEADLINE_EXCEEDED,
     401: code_pb2.UNAUTHENTICATED,
     413: code_pb2.RESOURCE_EXHAUSTED,
 }
@@ -128,7 +130,9 @@ def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int) -> bytes
         raise _Refused(400, "bad_request", str(exc)) from None
 
 
-def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None) -> web.Application:
+def otlp_http_app(
+    pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None, read_timeout: float = 60.0
+) -> web.Application:
     metrics = pipeline.metrics
     duration = metrics.request_duration.labels(transport="http")
 
@@ -145,7 +149,13 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
             encoding = request.headers.get("Content-Encoding", "").strip().lower()
             if encoding not in _IDENTITY and encoding not in _DECOMPRESS_WBITS:
                 raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_ENCODING.format(encoding))
-            body = await _read_body(request, max_body_bytes)
+            try:
+                async with asyncio.timeout(read_timeout):
+                    body = await _read_body(request, max_body_bytes)
+            except TimeoutError:
+                raise _Refused(
+                    408, "timeout", f"request body not received within {read_timeout:g}s (receiver.http.read_timeout)"
+                ) from None
             if encoding in _IDENTITY and codec is _PROTOBUF:
                 data = body
             else:  # CPU work that grows with the body: in a thread, so the loop keeps serving meanwhile
@@ -184,7 +194,12 @@ def build_http_receiver(
     """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
     ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
     token = BearerToken(config.auth.bearer_token.get_secret_value()) if config.auth else None
-    app = otlp_http_app(pipeline, max_body_bytes=config.max_request_body_size_mib * 1024 * 1024, token=token)
+    app = otlp_http_app(
+        pipeline,
+        max_body_bytes=config.max_request_body_size_mib * 1024 * 1024,
+        token=token,
+        read_timeout=config.read_timeout,
+    )
     return HttpServer(
         "OTLP/HTTP receiver",
         app,
@@ -194,4 +209,5 @@ def build_http_receiver(
         security=describe_security(config.tls, config.auth),
         shutdown_timeout=shutdown_timeout,
         reuse_port=reuse_port,
+        idle_timeout=config.idle_timeout,
     )
