@@ -15,7 +15,15 @@ from typing import Any
 
 from otel_bridge.config import Limits
 
-__all__ = ["DEFAULT_LIMITS", "SpanLimits", "deeper_than", "too_deep", "truncated_bytes", "truncated_text"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SpanLimits",
+    "deeper_than",
+    "limit_warnings",
+    "too_deep",
+    "truncated_bytes",
+    "truncated_text",
+]
 
 @dataclass(frozen=True, slots=True)
 class SpanLimits:
@@ -31,6 +39,23 @@ class SpanLimits:
 
 
 DEFAULT_LIMITS = SpanLimits.from_config(Limits())
+
+# What a limit hit did, for the partial_success warning: (count, limit) -> text.
+_LIMIT_WARNINGS = {
+    "max_attribute_value_length": "{n} values cut to {limit} characters or bytes (mapping.limits.max_attribute_value_length)",
+    "max_attributes": "{n} attributes dropped over {limit} per list (mapping.limits.max_attributes)",
+    "max_events": "{n} events dropped over {limit} per span (mapping.limits.max_events)",
+    "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
+    "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
+}
+
+
+def limit_warnings(hits: dict[str, int], limits: SpanLimits) -> list[str]:
+    """What the limits cut (a Sanitizer's hits), as partial_success warnings: in the table's order, so a
+    client sees the same sentence for the same cuts whatever order the spans met them in."""
+    return [
+        text.format(n=hits[limit], limit=getattr(limits, limit)) for limit, text in _LIMIT_WARNINGS.items() if limit in hits
+    ]
 
 
 def truncated_text(text: str, limit: int, sent_length: int) -> str:
