@@ -10,6 +10,7 @@ long conversations) and keep one span from swamping the bridge, a batch or the u
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,7 @@ def too_deep(max_depth: int) -> str:
 def deeper_than(value: Any, levels: int) -> bool:
     """Whether `value` opens more than `levels` levels of maps and arrays (itself the first)."""
     stack = [(value, 1)]
+    children: Iterable[Any]
     while stack:
         node, depth = stack.pop()
         if type(node) is dict:

@@ -105,7 +105,7 @@ def map_resource_spans(
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
-                    result.reject(span, reason)
+                    result.reject(span, reason or NO_PROJECT)  # reason is set when project_id is not
                     continue
                 try:
                     call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
