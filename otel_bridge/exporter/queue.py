@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.exporter.envelope import body_size
+from otel_bridge.private_files import make_private_dirs, open_private
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "QUEUE_FULL_RETRY_AFTER"]
 
@@ -151,8 +152,8 @@ class SqliteStore:
         self.directory = Path(directory)
         self.description = f"SQLite in {self.directory}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = (self.directory / "lock").open("w")
+            make_private_dirs(self.directory)
+            self._lock = open_private(self.directory / "lock")
         except OSError as exc:
             raise ConfigError(f"exporter.queue.directory {str(directory)!r} is not usable: {exc.strerror or exc}") from None
         try:
@@ -164,6 +165,8 @@ class SqliteStore:
                 "give each bridge its own directory"
             ) from None
         try:
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode.
+            open_private(self.directory / self.FILE_NAME).close()
             self._db = self._connect(self.directory / self.FILE_NAME)
         except BaseException:
             self._lock.close()
