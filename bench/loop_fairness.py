@@ -26,7 +26,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
 from spans import request  # noqa: E402
 
 from otel_bridge.config import Mapping  # noqa: E402
-from otel_bridge.mapping import Mapper  # noqa: E402
+from otel_bridge.pipeline import Mapper  # noqa: E402
 
 _MAPPER: Mapper | None = None
 
