@@ -65,33 +65,24 @@ FACTS: dict[str, Facts] = {
     "openai-v2-latest": Facts(model="chat gpt-4o-mini"),
 }
 
+_CLIENT_ONLY = {
+    "prompt_in_agent": "the root is the application's own span around the run",
+    "answer_in_agent": "the root is the application's own span around the run",
+    "tool_arguments": "the instrumentation traces model calls only (for anthropic: with the SDK's own tracing off)",
+    "tool_result": "the instrumentation traces model calls only (for anthropic: with the SDK's own tracing off)",
+    "tool_error": "the instrumentation traces model calls only (for anthropic: with the SDK's own tracing off)",
+}
 # (recording, check) -> why the framework's own spans lack it; the check then asserts its absence.
 NOT_SENT: dict[tuple[str, str], str] = {
     ("openai-agents", "prompt_in_agent"): "the agent and workflow spans carry no input",
     ("openai-agents", "answer_in_agent"): "the agent and workflow spans carry no output",
     ("pydantic-ai", "answer_in_model"): "a tool's exception ends a pydantic-ai run: no answer is asked for",
     ("pydantic-ai", "answer_in_agent"): "a tool's exception ends a pydantic-ai run: there is no answer",
+    # Client instrumentations alone: the model calls, inside the application's own span around the run.
     **{
         (name, check): reason
-        for name in ("anthropic-openllmetry", "anthropic-openinference")
-        for check, reason in {
-            "prompt_in_agent": "the root is the application's own span around the run",
-            "answer_in_agent": "the root is the application's own span around the run",
-            "tool_arguments": "the instrumentation traces model calls only (the SDK's own tracing is off)",
-            "tool_result": "the instrumentation traces model calls only (the SDK's own tracing is off)",
-            "tool_error": "the instrumentation traces model calls only (the SDK's own tracing is off)",
-        }.items()
-    },
-    **{
-        (name, check): reason
-        for name in ("openai-v2", "openai-v2-latest")
-        for check, reason in {
-            "prompt_in_agent": "the root is the application's own span around the run",
-            "answer_in_agent": "the root is the application's own span around the run",
-            "tool_arguments": "the instrumentation traces model calls only",
-            "tool_result": "the instrumentation traces model calls only",
-            "tool_error": "the instrumentation traces model calls only",
-        }.items()
+        for name in ("anthropic-openllmetry", "anthropic-openinference", "openai-v2", "openai-v2-latest")
+        for check, reason in _CLIENT_ONLY.items()
     },
     ("openai-v2", "prompt_in_model"): "CAPTURE_MESSAGE_CONTENT=true is no mode of opentelemetry-util-genai 1.1b0: no content",
     ("openai-v2", "answer_in_model"): "CAPTURE_MESSAGE_CONTENT=true is no mode of opentelemetry-util-genai 1.1b0: no content",
