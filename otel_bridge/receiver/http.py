@@ -133,8 +133,7 @@ def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int) -> bytes
 def otlp_http_app(
     pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None, read_timeout: float = 60.0
 ) -> web.Application:
-    metrics = pipeline.metrics
-    duration = metrics.request_duration.labels(transport="http")
+    report = pipeline.metrics.receiver("http")
 
     async def export(request: web.Request) -> web.Response:
         if request.method != "POST":
@@ -176,12 +175,12 @@ def otlp_http_app(
                 response.partial_success.error_message = result.error_message
             return web.Response(body=codec.encode(response), content_type=codec.content_type)
         except _Refused as refused:
-            metrics.refused_requests.labels(transport="http", reason=refused.reason).inc()
+            report.request_refused(refused.reason)
             if codec is None or refused.status == 415:
                 return _text(refused.status, str(refused), refused.headers)
             return _status(codec, refused.status, str(refused), refused.headers)
         finally:
-            duration.observe(time.perf_counter() - started)
+            report.request_took(time.perf_counter() - started)
 
     app = web.Application()
     app.router.add_route("*", TRACES_PATH, export)
