@@ -1,4 +1,6 @@
-"""LiteLLM's OpenTelemetry callback (litellm.callbacks = ["otel"]) on a hand-written tool loop; the last call is streamed.
+"""LiteLLM's OpenTelemetry callback (litellm.callbacks = [os.environ.get("LITELLM_CALLBACK", "otel")]) on a hand-written tool loop; the last call is streamed.
+
+LITELLM_CALLBACK names another of LiteLLM's OTel callbacks for the same run (litellm-weave.py sets "weave_otel").
 
 LiteLLM traces only the model calls: the agent and tool spans are the application's own, written with the
 OpenTelemetry API to the GenAI conventions (invoke_agent, execute_tool). LiteLLM's exporter reads
@@ -18,7 +20,7 @@ from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
 provider = tracer_provider()
 tracer = provider.get_tracer("weather-app")
-litellm.callbacks = ["otel"]
+litellm.callbacks = [os.environ.get("LITELLM_CALLBACK", "otel")]
 
 TOOLS = {f.__name__: f for f in (get_weather, get_forecast)}
 SCHEMA = [
