@@ -1,4 +1,4 @@
-"""LiteLLM's OpenTelemetry callback (litellm.callbacks = [os.environ.get("LITELLM_CALLBACK", "otel")]) on a hand-written tool loop; the last call is streamed.
+"""LiteLLM's OpenTelemetry callback (litellm.callbacks = ["otel"]) on agent_kit's tool loop; the last call is streamed.
 
 LITELLM_CALLBACK names another of LiteLLM's OTel callbacks for the same run (litellm-weave.py sets "weave_otel").
 
@@ -9,13 +9,14 @@ OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL, as its docs show.
 
 import json
 import os
+from functools import partial
 
 # By default LiteLLM writes a call's attributes onto the caller's current span (here the agent's) instead of its
 # own litellm_request span, so each call overwrites the last one's usage: the documented switch keeps them apart.
 os.environ["USE_OTEL_LITELLM_REQUEST_SPAN"] = "true"
 
 import litellm  # noqa: E402
-from agent_kit import OPENAI_BASE_URL, OPENAI_MODEL, PROMPT, SYSTEM, get_forecast, get_weather, tracer_provider  # noqa: E402
+from agent_kit import OPENAI_BASE_URL, OPENAI_MODEL, PROMPT, get_forecast, get_weather, run_tool_loop, tracer_provider  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
 provider = tracer_provider()
@@ -23,11 +24,6 @@ tracer = provider.get_tracer("weather-app")
 litellm.callbacks = [os.environ.get("LITELLM_CALLBACK", "otel")]
 
 TOOLS = {f.__name__: f for f in (get_weather, get_forecast)}
-SCHEMA = [
-    {"type": "function", "function": {"name": name, "description": f.__doc__, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-    for name, f in TOOLS.items()
-]
-MODEL = f"openai/{OPENAI_MODEL}"
 
 
 def call_tool(name: str, arguments: str, call_id: str) -> str:
@@ -45,21 +41,12 @@ def call_tool(name: str, arguments: str, call_id: str) -> str:
 
 
 def run_agent(prompt: str) -> str:
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
     with tracer.start_as_current_span("invoke_agent weather") as span:
         span.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "weather", "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": prompt}]}])})
-        while True:
-            options = {"model": MODEL, "messages": messages, "tools": SCHEMA, "api_base": OPENAI_BASE_URL, "api_key": "sk-fake"}
-            if sum(m["role"] == "tool" for m in messages) < 2:
-                message = litellm.completion(**options).choices[0].message
-            else:
-                stream = litellm.completion(**options, stream=True, stream_options={"include_usage": True})
-                answer = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-                span.set_attribute("gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]))
-                return answer
-            messages.append(message.model_dump(exclude_none=True))
-            for call in message.tool_calls or []:
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": call_tool(call.function.name, call.function.arguments, call.id)})
+        create = partial(litellm.completion, model=f"openai/{OPENAI_MODEL}", api_base=OPENAI_BASE_URL, api_key="sk-fake")
+        answer = run_tool_loop(create, call_tool, prompt)
+        span.set_attribute("gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]))
+        return answer
 
 
 print(f"final output: {run_agent(PROMPT)!r}")

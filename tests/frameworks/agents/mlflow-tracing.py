@@ -1,4 +1,4 @@
-"""mlflow-tracing: mlflow.openai.autolog() on a hand-written tool loop, @mlflow.trace on the agent and the tools.
+"""mlflow-tracing: mlflow.openai.autolog() on agent_kit's tool loop, @mlflow.trace on the agent and the tools.
 
 With OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set (protocol from OTEL_EXPORTER_OTLP_PROTOCOL), MLflow exports its spans
 over OTLP instead of to a tracking server, as its OpenTelemetry docs show. The last model call is streamed.
@@ -6,6 +6,7 @@ over OTLP instead of to a tracking server, as its OpenTelemetry docs show. The l
 
 import json
 import os
+from functools import partial
 
 # Traces only, as MLflow's docs set it: with the base endpoint MLflow also records span metrics, and in the
 # mlflow-tracing package (no tracking client) that fails every span's end, so nothing is exported.
@@ -15,7 +16,7 @@ os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = os.environ.pop("OTEL_EXPORTER
 os.environ.setdefault("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
 
 import mlflow
-from agent_kit import OPENAI_BASE_URL, OPENAI_MODEL, PROMPT, SYSTEM, get_forecast, get_weather
+from agent_kit import OPENAI_BASE_URL, OPENAI_MODEL, PROMPT, get_forecast, get_weather, run_tool_loop
 from mlflow.entities import SpanType
 from openai import OpenAI
 
@@ -23,28 +24,11 @@ mlflow.openai.autolog()
 client = OpenAI(base_url=OPENAI_BASE_URL, api_key="sk-fake")
 
 TOOLS = {f.__name__: mlflow.trace(f, name=f"execute_tool {f.__name__}", span_type=SpanType.TOOL) for f in (get_weather, get_forecast)}
-SCHEMA = [
-    {"type": "function", "function": {"name": name, "description": f.__doc__, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-    for name, f in zip(TOOLS, (get_weather, get_forecast))
-]
 
 
 @mlflow.trace(name="weather agent", span_type=SpanType.AGENT)
 def run_agent(prompt: str) -> str:
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-    while True:
-        if sum(m["role"] == "tool" for m in messages) < 2:
-            message = client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=SCHEMA).choices[0].message
-        else:
-            stream = client.chat.completions.create(model=OPENAI_MODEL, messages=messages, tools=SCHEMA, stream=True, stream_options={"include_usage": True})
-            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        messages.append(message.model_dump(exclude_none=True))
-        for call in message.tool_calls or []:
-            try:
-                result = TOOLS[call.function.name](**json.loads(call.function.arguments))
-            except RuntimeError as error:
-                result = f"error: {error}"
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    return run_tool_loop(partial(client.chat.completions.create, model=OPENAI_MODEL), lambda name, args, _: TOOLS[name](**json.loads(args)), prompt)
 
 
 print(f"final output: {run_agent(PROMPT)!r}")  # MLflow's own TracerProvider flushes its OTLP batch at exit
