@@ -96,6 +96,7 @@ class Pipeline:
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
         the bytes are not one, QueueError when the queue refuses its calls."""
+        report = self.metrics.receiver(transport)
         spans = None
         try:
             # While the queue is full, refuse before mapping: the calls of a request are at least as large
@@ -103,28 +104,18 @@ class Pipeline:
             self.queue.check_room(len(data))
             mapped = self.map(data, header_project)
             spans = mapped.spans
-            self.metrics.received_spans.labels(transport=transport).inc(spans)
+            report.spans_received(spans)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
             if spans is None:  # refused before decoding: count them, for the metrics
                 spans = count_spans(data)
-                self.metrics.received_spans.labels(transport=transport).inc(spans)
+                report.spans_received(spans)
             reason = {QueueFullError: "queue_full", OversizedRequestError: "too_large"}.get(type(exc), "queue_error")
-            self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
+            report.spans_refused(reason, spans)
             raise
-        self.metrics.queue_size_bytes.set(self.queue.size_bytes)
-        self.metrics.queue_size_calls.set(self.queue.size_calls)
-        self._count_cuts(mapped)
-        self.metrics.accepted_spans.labels(transport=transport).inc(mapped.accepted)
+        self.metrics.decode.cuts(mapped.limit_hits, mapped.redacted_values, mapped.dropped_keys)
+        report.spans_accepted(mapped.accepted)
         if mapped.rejected:
-            self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected)
+            report.spans_refused("invalid", mapped.rejected)
         return ExportResult(mapped.rejected, mapped.error_message())
-
-    def _count_cuts(self, mapped: MappedRequest) -> None:
-        for limit, count in mapped.limit_hits.items():
-            self.metrics.limit_hits.labels(limit=limit).inc(count)
-        if mapped.redacted_values:
-            self.metrics.redactions.labels(kind="value").inc(mapped.redacted_values)
-        if mapped.dropped_keys:
-            self.metrics.redactions.labels(kind="attribute").inc(mapped.dropped_keys)
