@@ -8,6 +8,7 @@ framework virtualenv pins.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 from fake_models import ANSWER, FORECAST_ERROR, PROMPT, SYSTEM, TOOL_ARGS, WEATHER  # noqa: F401 - re-exported
 
@@ -26,6 +27,34 @@ def get_weather(city: str) -> str:
 def get_forecast(city: str) -> str:
     """Get tomorrow's weather forecast for a city."""
     raise RuntimeError(FORECAST_ERROR)
+
+
+# The tools as OpenAI function definitions, for the agents that run their own loop on a chat completions client.
+TOOL_SCHEMAS = [
+    {"type": "function", "function": {"name": f.__name__, "description": f.__doc__, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    for f in (get_weather, get_forecast)
+]
+
+
+def run_tool_loop(create: Callable[..., Any], call_tool: Callable[[str, str, str], str], prompt: str = PROMPT) -> str:
+    """The script on an OpenAI-style chat client, for libraries that trace calls but bring no agent loop.
+
+    create is the client's chat.completions.create; call_tool(name, arguments JSON, call id) runs a tool (a
+    RuntimeError becomes the tool's error text, as frameworks report it). The answer, once both tools ran, is
+    streamed with usage, so the recording shows the library's streamed call too.
+    """
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+    while sum(m["role"] == "tool" for m in messages) < 2:
+        message = create(messages=messages, tools=TOOL_SCHEMAS).choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        for call in message.tool_calls or []:
+            try:
+                result = call_tool(call.function.name, call.function.arguments, call.id)
+            except RuntimeError as error:
+                result = f"error: {error}"
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    stream = create(messages=messages, tools=TOOL_SCHEMAS, stream=True, stream_options={"include_usage": True})
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
 def tracer_provider(set_global: bool = True):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-SIGNALS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
+# /otel/v1/traces: Weave's own OTLP path, where exporters set up for Weave post (LiteLLM's Weave callback).
+SIGNALS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics", "/otel/v1/traces": "traces"}
 
 
 @dataclass(frozen=True)

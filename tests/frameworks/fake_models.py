@@ -9,6 +9,7 @@ reports fixed usage (see `usage_of`), in each API's own shape, so a test knows t
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,7 +48,16 @@ def _chunks(text: str, parts: int = 3) -> list[str]:
 
 
 def _chat_tool_results(body: dict) -> int:
-    return sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
+    messages = body.get("messages", [])
+    tools = sum(1 for m in messages if m.get("role") == "tool")
+    # smolagents' ToolCallingAgent sends tool results back as user text, never as role "tool": one
+    # "Observation:" or "Error:" block per result, consecutive ones merged into one message.
+    texts = [p if isinstance(p, str) else p.get("text", "") for m in messages if m.get("role") == "user" for p in _as_parts(m.get("content"))]
+    return max(tools, sum(len(re.findall(r"(?m)^(?:Observation|Error):$", t)) for t in texts))
+
+
+def _as_parts(content: Any) -> list:
+    return content if isinstance(content, list) else [content or ""]
 
 
 def _chat_usage(n: int) -> dict:
