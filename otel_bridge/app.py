@@ -29,6 +29,7 @@ from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.telemetry.metrics import Metrics
 from otel_bridge.telemetry.server import telemetry_app
+from otel_bridge.traces import TraceStage
 
 __all__ = ["Bridge", "build_sender"]
 
@@ -95,6 +96,7 @@ class Bridge:
             mapper=Mapper.from_config(settings.mapping),
             default_project=exporter.weave.project,
             metrics=self.metrics,
+            stage=TraceStage(settings.traces),
         )
         self.upstream = UpstreamHealth()
         self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue)

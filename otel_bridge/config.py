@@ -408,10 +408,19 @@ class Mapping(_Section):
         return self.model_dump(exclude_unset=True, exclude={"redact", "limits"})
 
 
+class Traces(_Section):
+    """The per-trace stage between mapping and the queue (otel_bridge/traces/)."""
+
+    idle_timeout: Duration = Field(300.0, gt=0)
+    max_spans: int = Field(200_000, gt=0)
+    dedupe_usage_by_response_id: bool = True
+
+
 class Settings(_Section):
     shutdown_timeout: Duration = Field(10.0, ge=0)
     receiver: Receiver = Receiver()
     exporter: Exporter = Field(default_factory=Exporter)
+    traces: Traces = Traces()
     telemetry: Telemetry = Telemetry()
     mapping: Mapping = Mapping()
 

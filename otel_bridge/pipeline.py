@@ -14,6 +14,7 @@ from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Mapper
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.telemetry.metrics import Metrics
+from otel_bridge.traces import TraceStage
 
 __all__ = ["Pipeline", "ExportResult"]
 
@@ -32,14 +33,18 @@ class Pipeline:
         mapper: Mapper,
         default_project: str,
         metrics: Metrics,
+        stage: TraceStage,
     ) -> None:
         self.queue = queue
         self.mapper = mapper
         self.default_project = default_project
         self.metrics = metrics
+        self.stage = stage
 
     def map(self, data: bytes, header_project: str | None) -> MappedRequest:
-        return self.mapper.map(data, header_project=header_project, default_project=self.default_project)
+        return self.mapper.map(
+            data, header_project=header_project, default_project=self.default_project, on_call=self.stage.begin().on_call
+        )
 
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when

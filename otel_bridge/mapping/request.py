@@ -7,6 +7,7 @@ Routing, first that applies: resource attributes `wandb.entity` + `wandb.project
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,11 @@ from otel_bridge.decode.otlp import short_hex
 from otel_bridge.decode.redact import Redaction, compile_redaction
 from otel_bridge.decode.sanitize import Sanitizer
 
-__all__ = ["Mapper", "MappedRequest", "map_request", "NO_PROJECT"]
+__all__ = ["CallHook", "Mapper", "MappedRequest", "map_request", "NO_PROJECT"]
+
+# Called with each call (before it is serialized) and its span's attribute tree, by the per-trace stage
+# (otel_bridge/traces/), which may change the call; False: the stage holds it (MappedRequest.held).
+CallHook = Callable[[dict[str, Any], dict[str, Any]], bool]
 
 log = logging.getLogger("otel_bridge.mapping")
 
@@ -48,6 +53,7 @@ _LIMIT_WARNINGS = {
 @dataclass(slots=True)
 class MappedRequest:
     calls: dict[str, list[bytes]] = field(default_factory=dict)  # project_id -> calls as JSON
+    held: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # (project_id, trace_id, id, call)
     spans: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -102,6 +108,7 @@ def map_request(
     rules: Rules,
     limits: SpanLimits,
     redaction: Redaction,
+    on_call: CallHook | None = None,
 ) -> MappedRequest:
     """Decode and map every span; limits and redaction apply while the bytes are decoded, so no call holds
     what they remove. Raises BadRequestError when `data` is not an ExportTraceServiceRequest."""
@@ -127,6 +134,7 @@ def map_request(
                     continue
                 try:
                     call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
+                    queue_now = on_call is None or on_call(call, span.attributes)
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
@@ -135,7 +143,10 @@ def map_request(
                     log.exception("failed to map span %s", short_hex(span.span_id))
                     result.reject(span, f"internal error while mapping: {type(exc).__name__}: {exc}")
                     continue
-                result.calls.setdefault(project_id, []).append(encoded)
+                if queue_now:
+                    result.calls.setdefault(project_id, []).append(encoded)
+                else:
+                    result.held.append((project_id, call["trace_id"], call["id"], encoded))
     result.limit_hits = sanitizer.hits
     # In the table's order, not the order the limits were hit in, which differs between the decoders.
     result.warnings = [
@@ -161,7 +172,9 @@ class Mapper:
     def from_config(cls, mapping: MappingConfig) -> Mapper:
         return cls(build_rules(mapping.edits()), SpanLimits.from_config(mapping.limits), compile_redaction(mapping.redact))
 
-    def map(self, data: bytes, *, header_project: str | None, default_project: str) -> MappedRequest:
+    def map(
+        self, data: bytes, *, header_project: str | None, default_project: str, on_call: CallHook | None = None
+    ) -> MappedRequest:
         """The calls of a serialized request; BadRequestError when the bytes are not one."""
         return map_request(
             data,
@@ -170,4 +183,5 @@ class Mapper:
             rules=self.rules,
             limits=self.limits,
             redaction=self.redaction,
+            on_call=on_call,
         )
