@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from otel_bridge.decode import count_spans
 from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
+from otel_bridge.decode.logs import decode_logs
+from otel_bridge.decode.sanitize import Sanitizer
 from otel_bridge.mapping import MappedRequest, Mapper
+from otel_bridge.mapping.request import CallHook
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.telemetry.metrics import Metrics
 from otel_bridge.traces import TraceStage
@@ -41,10 +44,8 @@ class Pipeline:
         self.metrics = metrics
         self.stage = stage
 
-    def map(self, data: bytes, header_project: str | None) -> MappedRequest:
-        return self.mapper.map(
-            data, header_project=header_project, default_project=self.default_project, on_call=self.stage.begin().on_call
-        )
+    def map(self, data: bytes, header_project: str | None, on_call: CallHook | None = None) -> MappedRequest:
+        return self.mapper.map(data, header_project=header_project, default_project=self.default_project, on_call=on_call)
 
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
@@ -54,11 +55,13 @@ class Pipeline:
             # While the queue is full, refuse before mapping: the calls of a request are at least as large
             # as its protobuf encoding, so it could not fit, and exporters' retries then cost little CPU.
             self.queue.check_room(len(data))
-            mapped = self.map(data, header_project)
+            traced = self.stage.begin()
+            mapped = self.map(data, header_project, traced.on_call)
             spans = mapped.spans
             self.metrics.received_spans.labels(transport=transport).inc(spans)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
+            await self.stage.settle(traced, mapped.held)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
             if spans is None:  # refused before decoding: count them, for the metrics
                 spans = count_spans(data)
@@ -73,6 +76,15 @@ class Pipeline:
         if mapped.rejected:
             self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected)
         return ExportResult(mapped.rejected, mapped.error_message())
+
+    async def export_logs(self, data: bytes, *, transport: str) -> int:
+        """Join the GenAI records of a serialized ExportLogsServiceRequest to their spans' calls (traces/);
+        the others are counted. Returns the number of records. Raises BadRequestError when the bytes are
+        not one, QueueError when the records cannot be kept now (retry later)."""
+        records = decode_logs(data, Sanitizer(self.mapper.limits, self.mapper.redaction))
+        self.metrics.received_log_records.labels(transport=transport).inc(len(records))
+        await self.stage.export_logs(records)
+        return len(records)
 
     def _count_cuts(self, mapped: MappedRequest) -> None:
         for limit, count in mapped.limit_hits.items():

@@ -1,4 +1,4 @@
-"""OTLP/HTTP: POST /v1/traces on aiohttp, protobuf or JSON, plain, gzip or deflate.
+"""OTLP/HTTP: POST /v1/traces and /v1/logs on aiohttp, protobuf or JSON, plain, gzip or deflate.
 
 A thin adapter over Pipeline.export, the one the gRPC receiver calls: it picks a codec from the
 Content-Type, answers in the request's encoding, and turns each failure into the OTLP/HTTP status:
@@ -21,21 +21,24 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_bridge.config import HttpReceiver
 from otel_bridge.errors import BadRequestError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
+from otel_bridge.decode.logs import parse_otlp_logs_json
 from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
 from otel_bridge.receiver.tls import server_ssl_context
 
-__all__ = ["TRACES_PATH", "build_http_receiver", "otlp_http_app"]
+__all__ = ["TRACES_PATH", "LOGS_PATH", "build_http_receiver", "otlp_http_app"]
 
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
 
 
 def _encode_json(message: Any) -> bytes:
@@ -52,11 +55,16 @@ class _Codec:
     # The body -> the protobuf bytes pipeline.export decodes; a ValueError says why it cannot be.
     to_protobuf: Callable[[bytes], bytes]
     encode: Callable[[Any], bytes]
+    logs_to_protobuf: Callable[[bytes], bytes]
+
+
+def _same(body: bytes) -> bytes:
+    return body
 
 
 _CODECS = {
-    "application/x-protobuf": _Codec("application/x-protobuf", lambda body: body, lambda m: m.SerializeToString()),
-    "application/json": _Codec("application/json", _json_to_protobuf, _encode_json),
+    "application/x-protobuf": _Codec("application/x-protobuf", _same, lambda m: m.SerializeToString(), _same),
+    "application/json": _Codec("application/json", _json_to_protobuf, _encode_json, parse_otlp_logs_json),
 }
 # zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
 _DECOMPRESS_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -138,6 +146,7 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
             return _text(405, _METHOD_NOT_ALLOWED, {"Allow": "POST"})
         started = time.perf_counter()
         codec = _CODECS.get(request.content_type)
+        logs = request.path == LOGS_PATH
         try:
             if token is not None and not token.accepts(request.headers.get("Authorization")):
                 raise _Refused(401, "unauthenticated", UNAUTHENTICATED_MESSAGE, {"WWW-Authenticate": "Bearer"})
@@ -150,10 +159,13 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
             if encoding not in _IDENTITY:
                 body = _decompress(body, _DECOMPRESS_WBITS[encoding], max_body_bytes)
             try:
-                data = codec.to_protobuf(body)
+                data = codec.logs_to_protobuf(body) if logs else codec.to_protobuf(body)
             except ValueError as exc:
                 raise _Refused(400, "bad_request", str(exc)) from None
             try:
+                if logs:
+                    await pipeline.export_logs(data, transport="http")
+                    return web.Response(body=codec.encode(ExportLogsServiceResponse()), content_type=codec.content_type)
                 result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
             except BadRequestError as exc:  # protobuf bytes that do not decode
                 raise _Refused(400, "bad_request", str(exc)) from None
@@ -178,6 +190,7 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
 
     app = web.Application()
     app.router.add_route("*", TRACES_PATH, export)
+    app.router.add_route("*", LOGS_PATH, export)
     return app
 
 

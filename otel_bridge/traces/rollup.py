@@ -39,11 +39,13 @@ def roll_up_status(call: dict[str, Any], state: TraceState, memory: TraceMemory)
         siblings[span_id] = (success, error)
 
 
-def dedupe_usage(call: dict[str, Any], response_id: str, state: TraceState, memory: TraceMemory) -> None:
+def dedupe_usage(call: dict[str, Any], response_id: str, state: TraceState, memory: TraceMemory) -> bool:
+    """Whether usage was taken off the call, counted on another span."""
     usage = call["summary"].get("usage")
     if not usage:
-        return
+        return False
     span_id = call["id"]
+    removed = False
     for model in list(usage):
         key = (model, response_id)
         owner = state.responses.get(key)
@@ -53,5 +55,7 @@ def dedupe_usage(call: dict[str, Any], response_id: str, state: TraceState, memo
         elif owner != span_id:
             del usage[model]
             call["attributes"][USAGE_COUNTED_ON] = owner
+            removed = True
     if not usage:
         del call["summary"]["usage"]
+    return removed
