@@ -194,3 +194,130 @@ def test_memory_forgets_least_recently_active_traces_past_max_spans() -> None:
     memory.trace("b")  # b active again: c is now the oldest
     memory.added(memory.trace("d"), 2)
     assert memory.spans <= 5 and "b" in memory._traces and "c" not in memory._traces
+
+
+# --- OTLP logs joined to their spans --------------------------------------------------------------------
+
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter  # noqa: E402
+from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+
+def _log_exporter(bridge, transport: str):
+    if transport == "grpc":
+        return GrpcLogExporter(endpoint=bridge.grpc_endpoint, insecure=True)
+    return HttpLogExporter(endpoint=f"{bridge.http_url}/v1/logs")
+
+
+def _chat_with_log_events(tracer, logger) -> None:
+    """The shape of opentelemetry-instrumentation-openai-v2: a chat span without content, its messages,
+    choice and an evaluation as log records in the span's context."""
+    with tracer.start_as_current_span("chat gpt-4o") as s:
+        s.set_attribute("gen_ai.operation.name", "chat")
+        s.set_attribute("gen_ai.request.model", "gpt-4o")
+        s.set_attribute("gen_ai.usage.input_tokens", 9)
+        logger.emit(event_name="gen_ai.system.message", body={"content": "be brief"})
+        logger.emit(event_name="gen_ai.user.message", body={"content": "capital of France?"})
+        logger.emit(
+            event_name="gen_ai.choice",
+            body={"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Paris"}},
+        )
+        logger.emit(
+            event_name="gen_ai.evaluation.result",
+            attributes={"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.9},
+        )
+        logger.emit(event_name="app.audit", body="not a GenAI record")
+
+
+def _check_joined(call: dict[str, Any]) -> None:
+    messages = call["inputs"]["gen_ai.prompt"]
+    assert [(m["role"], m["content"]) for m in messages] == [("system", "be brief"), ("user", "capital of France?")]
+    (choice,) = call["output"]["gen_ai.completion"]
+    assert (choice["content"], choice["finish_reason"]) == ("Paris", "stop")
+    (evaluation,) = call["attributes"]["gen_ai.evaluation.results"]
+    assert evaluation["gen_ai"]["evaluation"]["name"] == "relevance"
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+@pytest.mark.parametrize("order", ["logs_first", "span_first"])
+def test_log_records_join_their_span_in_either_order(upstream, start_bridge, transport, order) -> None:
+    bridge = start_bridge(bridge_settings(upstream, traces={"logs": {"window": "10s"}}))
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(ROUTED))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    logs = LoggerProvider(resource=Resource.create(ROUTED))
+    records: list = []
+
+    class _Keep:  # the records, exported below in the order the test wants
+        def export(self, batch):
+            records.extend(batch)
+            from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+        def force_flush(self, timeout_millis: int = 0) -> bool:
+            return True
+
+    logs.add_log_record_processor(SimpleLogRecordProcessor(_Keep()))
+    tracer, logger = provider.get_tracer("t"), logs.get_logger("openai-v2")
+    with tracer.start_as_current_span("earlier call"):  # its span is not sent: only its record
+        logger.emit(event_name="gen_ai.user.message", body={"content": "earlier"})
+    spans.clear()
+    _chat_with_log_events(tracer, logger)
+    span_exporter, log_exporter = _exporter(bridge, transport), _log_exporter(bridge, transport)
+    if order == "span_first":
+        # The bridge holds GenAI calls only from services that send GenAI log records: this one has.
+        log_exporter.export(records[:1])
+        span_exporter.export(spans.get_finished_spans())
+        time.sleep(0.3)
+        assert upstream.calls == []  # held for its records
+        log_exporter.export(records[1:])
+    else:
+        log_exporter.export(records)
+        span_exporter.export(spans.get_finished_spans())
+    (call,) = _wait_calls(upstream, 1)
+    _check_joined(call)
+    metrics = bridge.bridge.metrics
+    from otel_bridge.telemetry.metrics import total
+
+    assert total(metrics.log_records, outcome=("joined",)) == 4
+    assert total(metrics.log_records, outcome=("not_delivered",)) >= 1
+
+
+def test_a_call_whose_records_never_come_is_delivered_after_the_window(upstream, start_bridge) -> None:
+    bridge = start_bridge(bridge_settings(upstream, traces={"logs": {"window": "300ms"}}))
+    logs = LoggerProvider(resource=Resource.create(ROUTED))
+    logs.add_log_record_processor(SimpleLogRecordProcessor(_log_exporter(bridge, "grpc")))
+    provider = _provider(bridge, "grpc")
+    tracer, logger = provider.get_tracer("t"), logs.get_logger("x")
+    with tracer.start_as_current_span("other"):
+        logger.emit(event_name="gen_ai.user.message", body={"content": "hi"})  # its span never arrives... yet
+    with tracer.start_as_current_span("chat") as s:
+        s.set_attribute("gen_ai.operation.name", "chat")
+    (first, second) = _wait_calls(upstream, 2)
+    assert {first["op_name"], second["op_name"]} == {"other", "chat"}
+
+
+def test_held_calls_and_waiting_records_survive_a_restart(upstream, start_bridge, tmp_path) -> None:
+    settings = bridge_settings(
+        upstream, exporter={"queue": {"directory": str(tmp_path / "q")}}, traces={"logs": {"window": "30s"}}
+    )
+    bridge = start_bridge(settings)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(ROUTED))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    logs = LoggerProvider(resource=Resource.create(ROUTED))
+    logs.add_log_record_processor(SimpleLogRecordProcessor(_log_exporter(bridge, "grpc")))
+    _chat_with_log_events(provider.get_tracer("t"), logs.get_logger("openai-v2"))  # records acked, waiting
+    logs.shutdown()
+    assert upstream.calls == []
+    bridge.stop()
+    restarted = start_bridge(settings)  # same directory: the waiting records are read back
+    _exporter(restarted, "grpc").export(spans.get_finished_spans())
+    (call,) = _wait_calls(upstream, 1)
+    _check_joined(call)
