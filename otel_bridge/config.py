@@ -429,7 +429,7 @@ class Traces(_Section):
     """The per-trace stage between mapping and the queue (otel_bridge/traces/)."""
 
     idle_timeout: Duration = Field(300.0, gt=0)
-    max_spans: int = Field(200_000, gt=0)
+    max_spans: int = Field(50_000, gt=0)
     dedupe_usage_by_response_id: bool = True
     logs: LogJoin = LogJoin()
 
