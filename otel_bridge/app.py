@@ -29,6 +29,8 @@ from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.telemetry.metrics import Metrics
 from otel_bridge.telemetry.server import telemetry_app
+from otel_bridge.traces import TraceStage
+from otel_bridge.traces.pending import open_pending
 
 __all__ = ["Bridge", "build_sender"]
 
@@ -93,11 +95,16 @@ class Bridge:
         self.metrics.watch_queue(
             lambda: queue.size_bytes, lambda: queue.size_calls, lambda: len(queue.paused_projects()), exporter.queue_max_bytes
         )
-        self.pipeline = Pipeline(
+        mapper = Mapper.from_config(settings.mapping)
+        self.stage = TraceStage(
+            settings.traces,
+            rules=mapper.rules,
             queue=self.queue,
-            mapper=Mapper.from_config(settings.mapping),
-            default_project=exporter.weave.project,
+            pending=open_pending(exporter.queue.directory),
             metrics=self.metrics,
+        )
+        self.pipeline = Pipeline(
+            queue=self.queue, mapper=mapper, default_project=exporter.weave.project, metrics=self.metrics, stage=self.stage
         )
         self.upstream = UpstreamHealth()
         self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue)
@@ -139,6 +146,7 @@ class Bridge:
     async def start(self) -> None:
         """Start everything or nothing: when a port cannot be bound, what already started is stopped again."""
         self.dispatcher.start()
+        self.stage.start()
         started: list[GrpcTraceReceiver | HttpServer] = []
         try:
             for server in (self.grpc, self.http, self.telemetry):
@@ -148,6 +156,7 @@ class Bridge:
         except BaseException:
             for server in reversed(started):
                 await server.stop()
+            await self.stage.stop()
             await self.dispatcher.drain(0)
             await self.sender.close()
             await self.queue.close()
@@ -168,6 +177,7 @@ class Bridge:
         rest (if durable), then the telemetry endpoint, which keeps answering probes while the queue drains."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
         await asyncio.gather(*(receiver.stop() for receiver in (self.grpc, self.http) if receiver is not None))
+        await self.stage.stop()  # held calls into the queue, to be drained with the others
         self.pipeline.close()
         await self.dispatcher.drain(max(0.0, deadline - time.monotonic()))
         await self.sender.close()

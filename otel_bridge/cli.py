@@ -18,6 +18,7 @@ from otel_bridge.errors import ConfigError
 from otel_bridge.telemetry.logs import setup_logging
 from otel_bridge.mapping import as_config, build_rules
 from otel_bridge.pipeline import Mapper
+from otel_bridge.traces import TraceStage
 from otel_bridge.decode.otlp import parse_request
 
 __all__ = ["main"]
@@ -81,10 +82,13 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"otel-bridge convert: {args.input}: {exc}", file=sys.stderr)
         return 1
     mapper = Mapper.from_config(settings.mapping)
+    stage = TraceStage(settings.traces)  # as serve's: status_counts and usage once per response, over the file
     calls: list[bytes] = []
     rejected = 0
     for request in requests:
-        mapped = mapper.map(request.SerializeToString(), header_project=None, default_project=project)
+        mapped = mapper.map(
+            request.SerializeToString(), header_project=None, default_project=project, on_call=stage.begin().on_call
+        )
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
         if mapped.rejected or mapped.warnings:

@@ -392,10 +392,25 @@ class Mapping(_Section):
         return self.model_dump(exclude_unset=True, exclude={"redact", "limits"})
 
 
+class LogJoin(_Section):
+    window: Duration = Field(5.0, ge=0)
+    max_pending_bytes: int = Field(64 * 1024 * 1024, gt=0)
+
+
+class Traces(_Section):
+    """The per-trace stage between mapping and the queue (otel_bridge/traces/)."""
+
+    idle_timeout: Duration = Field(300.0, gt=0)
+    max_spans: int = Field(50_000, gt=0)
+    dedupe_usage_by_response_id: bool = True
+    logs: LogJoin = LogJoin()
+
+
 class Settings(_Section):
     shutdown_timeout: Duration = Field(10.0, ge=0)
     receiver: Receiver = Receiver()
     exporter: Exporter = Field(default_factory=Exporter)
+    traces: Traces = Traces()
     telemetry: Telemetry = Telemetry()
     mapping: Mapping = Mapping()
 

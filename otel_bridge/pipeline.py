@@ -18,8 +18,11 @@ from otel_bridge.decode.redact import Redaction, compile_redaction
 from otel_bridge.decode.sanitize import Sanitizer
 from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.exporter.queue import CallQueue
+from otel_bridge.decode.logs import decode_logs
 from otel_bridge.mapping import MappedRequest, Rules, build_rules, map_resource_spans
+from otel_bridge.mapping.request import CallHook
 from otel_bridge.telemetry.metrics import Metrics
+from otel_bridge.traces import TraceStage
 
 __all__ = ["ExportResult", "MIN_CALL_BYTES", "Mapper", "Pipeline", "map_request"]
 
@@ -39,13 +42,16 @@ def map_request(
     rules: Rules,
     limits: SpanLimits,
     redaction: Redaction,
+    on_call: CallHook | None = None,
 ) -> MappedRequest:
     """Decode, then map: the calls of a serialized request, limits and redaction applied while the bytes are
     decoded, so no call holds what they remove. Raises BadRequestError when `data` is not an
     ExportTraceServiceRequest."""
     sanitizer = Sanitizer(limits, redaction)
     decoded = decode_request(data, sanitizer)
-    mapped = map_resource_spans(decoded, header_project=header_project, default_project=default_project, rules=rules)
+    mapped = map_resource_spans(
+        decoded, header_project=header_project, default_project=default_project, rules=rules, on_call=on_call
+    )
     # The spans were decoded as the mapping iterated them: only now is the tally complete.
     mapped.limit_hits = sanitizer.hits
     mapped.warnings = limit_warnings(sanitizer.hits, limits)
@@ -67,7 +73,9 @@ class Mapper:
     def from_config(cls, mapping: MappingConfig) -> Mapper:
         return cls(build_rules(mapping.edits()), SpanLimits.from_config(mapping.limits), compile_redaction(mapping.redact))
 
-    def map(self, data: bytes, *, header_project: str | None, default_project: str) -> MappedRequest:
+    def map(
+        self, data: bytes, *, header_project: str | None, default_project: str, on_call: CallHook | None = None
+    ) -> MappedRequest:
         """The calls of a serialized request; BadRequestError when the bytes are not one."""
         return map_request(
             data,
@@ -76,6 +84,7 @@ class Mapper:
             rules=self.rules,
             limits=self.limits,
             redaction=self.redaction,
+            on_call=on_call,
         )
 
 
@@ -93,6 +102,7 @@ class Pipeline:
         mapper: Mapper,
         default_project: str,
         metrics: Metrics,
+        stage: TraceStage,
     ) -> None:
         self.queue = queue
         self.mapper = mapper
@@ -102,12 +112,13 @@ class Pipeline:
         # accepting, answering probes and refusing (503, 401) while a large request maps. One thread, so
         # requests map one at a time (as on the loop) and their peak memory does not add up.
         self._mapping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapping")
+        self.stage = stage
 
     def close(self) -> None:
         self._mapping.shutdown(wait=True)
 
-    def map(self, data: bytes, header_project: str | None) -> MappedRequest:
-        return self.mapper.map(data, header_project=header_project, default_project=self.default_project)
+    def map(self, data: bytes, header_project: str | None, on_call: CallHook | None = None) -> MappedRequest:
+        return self.mapper.map(data, header_project=header_project, default_project=self.default_project, on_call=on_call)
 
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
@@ -125,11 +136,13 @@ class Pipeline:
             else:
                 counted = await loop.run_in_executor(self._mapping, count_spans, data)
             self.queue.check_room(max(len(data), counted * MIN_CALL_BYTES))
-            mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project)
+            traced = self.stage.begin()
+            mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project, traced.on_call)
             spans = mapped.spans
             report.spans_received(spans)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
+            await self.stage.settle(traced, mapped.held)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
             if spans is None:  # refused before decoding: counted, for the metrics
                 spans = counted
@@ -142,3 +155,12 @@ class Pipeline:
         if mapped.rejected:
             report.spans_refused("invalid", mapped.rejected)
         return ExportResult(mapped.rejected, mapped.error_message())
+
+    async def export_logs(self, data: bytes, *, transport: str) -> int:
+        """Join the GenAI records of a serialized ExportLogsServiceRequest to their spans' calls (traces/);
+        the others are counted. Returns the number of records. Raises BadRequestError when the bytes are
+        not one, QueueError when the records cannot be kept now (retry later)."""
+        records = decode_logs(data, Sanitizer(self.mapper.limits, self.mapper.redaction))
+        self.metrics.received_log_records.labels(transport=transport).inc(len(records))
+        await self.stage.export_logs(records)
+        return len(records)

@@ -8,18 +8,20 @@ import asyncio
 import pytest
 from spans import request, span
 
-from otel_bridge.config import Mapping
+from otel_bridge.config import Mapping, Traces
 from otel_bridge.errors import BadRequestError, OversizedRequestError
 from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import open_queue
 from otel_bridge.telemetry.metrics import Metrics, total
+from otel_bridge.traces import TraceStage
 
 ROUTED = {"wandb.entity": "e", "wandb.project": "p"}
 
 
 def _pipeline(max_bytes: int) -> Pipeline:
     return Pipeline(
-        queue=open_queue(None, max_bytes=max_bytes), mapper=Mapper.from_config(Mapping()), default_project="", metrics=Metrics()
+        queue=open_queue(None, max_bytes=max_bytes), mapper=Mapper.from_config(Mapping()), default_project="", metrics=Metrics(),
+        stage=TraceStage(Traces()),
     )
 
 

@@ -8,12 +8,11 @@ Routing, first that applies: resource attributes `wandb.entity` + `wandb.project
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
-from collections.abc import Iterable
 
 from otel_bridge.decode.decoded import ResourceSpans, Span
 from otel_bridge.decode.otlp import short_hex
@@ -23,7 +22,11 @@ from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.span import map_span
 from otel_bridge.project import PROJECT_FORM, parse_project
 
-__all__ = ["MappedRequest", "map_resource_spans", "NO_PROJECT"]
+__all__ = ["CallHook", "MappedRequest", "map_resource_spans", "NO_PROJECT"]
+
+# Called with each call (before it is serialized) and its span's attribute tree, by the per-trace stage
+# (otel_bridge/traces/), which may change the call; False: the stage holds it (MappedRequest.held).
+CallHook = Callable[[dict[str, Any], dict[str, Any]], bool]
 
 log = logging.getLogger("otel_bridge.mapping")
 
@@ -36,6 +39,7 @@ _MAX_REASONS = 3
 @dataclass(slots=True)
 class MappedRequest:
     calls: dict[str, list[bytes]] = field(default_factory=dict)  # project_id -> calls as JSON
+    held: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # (project_id, trace_id, id, call)
     spans: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -84,7 +88,12 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def map_resource_spans(
-    resource_spans: Iterable[ResourceSpans], *, header_project: str | None, default_project: str, rules: Rules
+    resource_spans: Iterable[ResourceSpans],
+    *,
+    header_project: str | None,
+    default_project: str,
+    rules: Rules,
+    on_call: CallHook | None = None,
 ) -> MappedRequest:
     """Route and map every span (decoded, so limits and redaction were applied and no call holds what they
     removed)."""
@@ -109,6 +118,7 @@ def map_resource_spans(
                     continue
                 try:
                     call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
+                    queue_now = on_call is None or on_call(call, span.attributes)
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))
@@ -117,5 +127,8 @@ def map_resource_spans(
                     log.exception("failed to map span %s", short_hex(span.span_id))
                     result.reject(span, f"internal error while mapping: {type(exc).__name__}: {exc}")
                     continue
-                result.calls.setdefault(project_id, []).append(encoded)
+                if queue_now:
+                    result.calls.setdefault(project_id, []).append(encoded)
+                else:
+                    result.held.append((project_id, call["trace_id"], call["id"], encoded))
     return result

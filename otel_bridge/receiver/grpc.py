@@ -8,6 +8,7 @@ import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
@@ -18,11 +19,12 @@ from otel_bridge.receiver import PROJECT_HEADER, describe_security
 from otel_bridge.receiver.auth import BearerToken, GrpcBearerAuth
 from otel_bridge.receiver.tls import grpc_server_credentials
 
-__all__ = ["GrpcTraceReceiver", "TRACE_SERVICE"]
+__all__ = ["GrpcTraceReceiver", "TRACE_SERVICE", "LOGS_SERVICE"]
 
 log = logging.getLogger("otel_bridge.receiver")
 
 TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 
 
 class _TraceService:
@@ -72,6 +74,32 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+class _LogsService:
+    """LogsService/Export: GenAI records joined to their spans' calls (otel_bridge/traces/), raw bytes in as
+    for traces."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        export = grpc.unary_unary_rpc_method_handler(
+            self.export, response_serializer=logs_service_pb2.ExportLogsServiceResponse.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": export})
+
+    async def export(self, data: bytes, context: grpc.aio.ServicerContext) -> logs_service_pb2.ExportLogsServiceResponse:
+        try:
+            await self.pipeline.export_logs(data, transport="grpc")
+        except (BadRequestError, QueueError) as exc:
+            if isinstance(exc, BadRequestError):
+                self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
+            status = status_of(exc)
+            context.set_code(status.grpc_code)
+            context.set_details(status.message)
+            context.set_trailing_metadata(grpc_trailing_metadata(status))
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
 class GrpcTraceReceiver:
     """TLS files are read in __init__, so a bad one fails before any port opens."""
 
@@ -101,7 +129,7 @@ class GrpcTraceReceiver:
                 ("grpc.keepalive_timeout_ms", _ms(config.keepalive_timeout)),
             ],
         )
-        self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(),))
+        self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(), _LogsService(pipeline).handler()))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port: int | None = None
@@ -119,6 +147,7 @@ class GrpcTraceReceiver:
             raise OSError(f"cannot listen on {self.config.endpoint} (receiver.grpc.endpoint)")
         await self._server.start()
         await self._health.set(TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(LOGS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.listening = True
         host = self.config.endpoint.rpartition(":")[0]
         security = describe_security(self.config.tls, self.config.auth)

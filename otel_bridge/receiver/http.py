@@ -1,4 +1,4 @@
-"""OTLP/HTTP: POST /v1/traces on aiohttp, protobuf or JSON, plain, gzip or deflate.
+"""OTLP/HTTP: POST /v1/traces and /v1/logs on aiohttp, protobuf or JSON, plain, gzip or deflate.
 
 A thin adapter over Pipeline.export, the one the gRPC receiver calls: it picks a codec from the
 Content-Type, answers in the request's encoding, and turns each failure into the OTLP/HTTP status:
@@ -23,12 +23,14 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_bridge.config import HttpReceiver
 from otel_bridge.errors import BadRequestError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
+from otel_bridge.decode.logs import parse_otlp_logs_json
 from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
@@ -36,9 +38,10 @@ from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
 from otel_bridge.receiver.inflate import InflateError, TooLargeError, inflate
 from otel_bridge.receiver.tls import server_ssl_context
 
-__all__ = ["TRACES_PATH", "build_http_receiver", "otlp_http_app"]
+__all__ = ["TRACES_PATH", "LOGS_PATH", "build_http_receiver", "otlp_http_app"]
 
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
 
 
 def _encode_json(message: Any) -> bytes:
@@ -55,12 +58,17 @@ class _Codec:
     # The body -> the protobuf bytes pipeline.export decodes; a ValueError says why it cannot be.
     to_protobuf: Callable[[bytes], bytes]
     encode: Callable[[Any], bytes]
+    logs_to_protobuf: Callable[[bytes], bytes]
 
 
-_PROTOBUF = _Codec("application/x-protobuf", lambda body: body, lambda m: m.SerializeToString())
+def _same(body: bytes) -> bytes:
+    return body
+
+
+_PROTOBUF = _Codec("application/x-protobuf", _same, lambda m: m.SerializeToString(), _same)
 _CODECS = {
     "application/x-protobuf": _PROTOBUF,
-    "application/json": _Codec("application/json", _json_to_protobuf, _encode_json),
+    "application/json": _Codec("application/json", _json_to_protobuf, _encode_json, parse_otlp_logs_json),
 }
 # zlib window bits per Content-Encoding; "deflate" is the zlib format (RFC 9110), as OTLP exporters send it.
 _DECOMPRESS_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -112,7 +120,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int) -> bytes:
+def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int, logs: bool) -> bytes:
     """The body as the protobuf bytes the pipeline maps: inflated (at most `limit` bytes, so a small bomb
     cannot take the memory a large body may not) and converted from JSON."""
     if encoding not in _IDENTITY:
@@ -125,7 +133,7 @@ def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int) -> bytes
         except InflateError as exc:
             raise _Refused(400, "bad_request", str(exc)) from None
     try:
-        return codec.to_protobuf(body)
+        return codec.logs_to_protobuf(body) if logs else codec.to_protobuf(body)
     except ValueError as exc:
         raise _Refused(400, "bad_request", str(exc)) from None
 
@@ -140,6 +148,7 @@ def otlp_http_app(
             return _text(405, _METHOD_NOT_ALLOWED, {"Allow": "POST"})
         started = time.perf_counter()
         codec = _CODECS.get(request.content_type)
+        logs = request.path == LOGS_PATH
         try:
             if token is not None and not token.accepts(request.headers.get("Authorization")):
                 raise _Refused(401, "unauthenticated", UNAUTHENTICATED_MESSAGE, {"WWW-Authenticate": "Bearer"})
@@ -158,8 +167,11 @@ def otlp_http_app(
             if encoding in _IDENTITY and codec is _PROTOBUF:
                 data = body
             else:  # CPU work that grows with the body: in a thread, so the loop keeps serving meanwhile
-                data = await asyncio.to_thread(_to_protobuf, body, encoding, codec, max_body_bytes)
+                data = await asyncio.to_thread(_to_protobuf, body, encoding, codec, max_body_bytes, logs)
             try:
+                if logs:
+                    await pipeline.export_logs(data, transport="http")
+                    return web.Response(body=codec.encode(ExportLogsServiceResponse()), content_type=codec.content_type)
                 result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
             except BadRequestError as exc:  # protobuf bytes that do not decode
                 raise _Refused(400, "bad_request", str(exc)) from None
@@ -184,6 +196,7 @@ def otlp_http_app(
 
     app = web.Application()
     app.router.add_route("*", TRACES_PATH, export)
+    app.router.add_route("*", LOGS_PATH, export)
     return app
 
 

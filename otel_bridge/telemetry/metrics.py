@@ -71,6 +71,27 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.received_log_records = Counter(
+            "otelbridge_receiver_received_log_records", "Log records in Export requests.", ["transport"], registry=r
+        )
+        self.log_records = Counter(
+            "otelbridge_traces_log_records",
+            "GenAI log records joined to their span's call (outcome=joined), dropped because their span did not "
+            "arrive within traces.logs.window or they name none (unjoined); other log records, acknowledged and "
+            "not delivered (not_delivered).",
+            ["outcome"],
+            registry=r,
+        )
+        self.pending_bytes = Gauge(
+            "otelbridge_traces_pending_bytes",
+            "Bytes of log records waiting for their span and calls waiting for their log records.",
+            registry=r,
+        )
+        self.deduplicated_usage = Counter(
+            "otelbridge_traces_deduplicated_usage",
+            "Calls whose usage was left out, already counted on a span of the same trace with the same response id.",
+            registry=r,
+        )
         self.request_duration = Histogram(
             "otelbridge_receiver_request_duration_seconds", "Time to answer one Export request.", ["transport"], registry=r
         )
