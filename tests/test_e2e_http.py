@@ -120,10 +120,12 @@ def _post(bridge, body: bytes, content_type: str, headers: dict | None = None, p
 
 def test_protobuf_json_and_grpc_requests_make_identical_calls(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream))
+    # The child first, as SDKs export them (children end first): the status roll-up then counts it in the
+    # root's summary.status_counts on the first send as on the later ones.
     sent = request(
-        span("root", {"input.value": "hello", "llm.token_count.prompt": 5}, span_id=b"\x0a" * 8),
         span("child", {"output.value": "bye"}, span_id=b"\x0b" * 8, parent_span_id=b"\x0a" * 8,
              links=[(b"\x01" * 16, b"\x02" * 8, {"k": "v"})]),
+        span("root", {"input.value": "hello", "llm.token_count.prompt": 5}, span_id=b"\x0a" * 8),
     )
     with grpc.insecure_channel(bridge.grpc_endpoint) as channel:
         trace_service_pb2_grpc.TraceServiceStub(channel).Export(sent, metadata=(("project_id", "t/grpc"),), timeout=10)

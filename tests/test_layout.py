@@ -16,8 +16,9 @@ ALLOWED = {
     "mapping": {"decode.decoded", "decode.otlp"} | LEAVES,
     "exporter": {"config", "telemetry.metrics"} | LEAVES,
     "telemetry": {"config", "exporter.reachability"} | LEAVES,
-    "pipeline": {"config", "decode", "mapping", "exporter.queue", "telemetry"} | LEAVES,
-    "receiver": {"config", "pipeline", "http_server", "decode.otlp"} | LEAVES,
+    "traces": {"config", "decode.logs", "mapping", "exporter.queue", "telemetry.metrics"} | LEAVES,
+    "pipeline": {"config", "decode", "mapping", "traces", "exporter.queue", "telemetry"} | LEAVES,
+    "receiver": {"config", "pipeline", "http_server", "decode.otlp", "decode.logs"} | LEAVES,
     "http_server": LEAVES,
 }
 

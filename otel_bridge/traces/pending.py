@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from otel_bridge.private_files import make_private_dirs, open_private
+
 __all__ = ["Pending", "PendingStore", "open_pending"]
 
 LOG, CALL = "log", "call"
@@ -46,6 +48,9 @@ class PendingStore:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         if path is not None:
+            # Created owner-only before SQLite opens it, so its -wal and -shm files get the same mode.
+            make_private_dirs(path.parent)
+            open_private(path).close()
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
