@@ -93,6 +93,8 @@ class GrpcReceiver(_Section):
     max_connection_idle: Duration = Field(300.0, gt=0)
     keepalive_time: Duration = Field(60.0, gt=0)
     keepalive_timeout: Duration = Field(20.0, gt=0)
+    # grpc.health.v1 Watch streams open at once (they need no token); one more gets RESOURCE_EXHAUSTED.
+    max_health_watches: int = Field(100, gt=0)
     tls: Tls | None = None
     auth: Auth | None = None
 

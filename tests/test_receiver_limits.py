@@ -199,3 +199,40 @@ def test_grpc_connections_that_never_handshake_are_closed(upstream, start_bridge
     bridge = start_bridge(bridge_settings(upstream, receiver={"grpc": {"handshake_timeout": "1s"}}))
     with socket.create_connection(("127.0.0.1", bridge.bridge.grpc.port)) as silent:
         assert _closed_within(silent, 10)[0]
+
+
+
+# --- item 4: unauthenticated health Watch streams are bounded ---------------------------------------------
+
+
+def test_health_watch_streams_are_bounded_and_check_still_answers(upstream, start_bridge):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    bridge = start_bridge(
+        bridge_settings(upstream, receiver={"grpc": {"max_health_watches": 3, "auth": {"bearer_token": "t0ken"}}})
+    )
+    with grpc.insecure_channel(bridge.grpc_endpoint) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        streams = [stub.Watch(health_pb2.HealthCheckRequest()) for _ in range(3)]
+        for stream in streams:
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        refused = stub.Watch(health_pb2.HealthCheckRequest())
+        with pytest.raises(grpc.RpcError) as error:
+            next(refused)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "receiver.grpc.max_health_watches" in error.value.details()
+        assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        streams[0].cancel()
+        deadline = time.monotonic() + 10
+        while True:  # the cancelled stream's slot comes back
+            again = stub.Watch(health_pb2.HealthCheckRequest())
+            try:
+                assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        again.cancel()
+        for stream in streams[1:]:
+            stream.cancel()

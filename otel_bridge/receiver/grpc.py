@@ -70,6 +70,28 @@ class _TraceService:
             self.pipeline.metrics.receiver("grpc").request_took(time.perf_counter() - started)
 
 
+class _BoundedHealth(health.aio.HealthServicer):
+    """grpc.health.v1 with at most `max_watches` Watch streams open at once. Watch needs no token and each
+    stream holds memory until the client leaves (20,000 took 422 MB); one more is refused at once."""
+
+    def __init__(self, max_watches: int) -> None:
+        super().__init__()
+        self._max_watches = max_watches
+        self._watches = 0
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        if self._watches >= self._max_watches:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._max_watches} health Watch streams already open (receiver.grpc.max_health_watches); use Check",
+            )
+        self._watches += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self._watches -= 1
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -130,7 +152,7 @@ class GrpcTraceReceiver:
             ],
         )
         self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(), _LogsService(pipeline).handler()))
-        self._health = health.aio.HealthServicer()
+        self._health = _BoundedHealth(config.max_health_watches)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port: int | None = None
         self.listening = False
