@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -35,6 +36,7 @@ __all__ = [
     "parse_duration",
     "format_duration",
     "split_endpoint",
+    "mask_url",
 ]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -155,6 +157,7 @@ class WeaveExporter(_Section):
     api_key: SecretStr = Field(default_factory=lambda: SecretStr(os.environ.get("WANDB_API_KEY", "")))
     project: str = Field(default_factory=lambda: os.environ.get("WEAVE_PROJECT", ""))
     timeout: Duration = Field(30.0, gt=0)
+    max_redirects: int = Field(5, ge=0, le=20)
 
     @field_validator("base_url")
     @classmethod
@@ -430,9 +433,23 @@ class Settings(_Section):
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked: what check-config prints.
 
-        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty.
+        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty, and a
+        password in exporter.weave.base_url as "***".
         """
-        return self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json")
+        weave = dumped["exporter"]["weave"]
+        weave["base_url"] = mask_url(weave["base_url"])
+        return dumped
+
+
+def mask_url(url: str) -> str:
+    """The URL with the password of its user info (http://user:password@host) masked, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
