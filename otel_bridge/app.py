@@ -88,7 +88,11 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         exporter = settings.exporter
-        self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue_max_bytes)
+        self.queue = open_queue(
+            exporter.queue.directory,
+            max_bytes=exporter.queue_max_bytes,
+            max_project_share=exporter.queue.max_project_share,
+        )
         self.metrics.queue_capacity_bytes.set(exporter.queue_max_bytes)
         self.pipeline = Pipeline(
             queue=self.queue,

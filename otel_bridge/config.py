@@ -203,6 +203,7 @@ class Queue(_Section):
     directory: str | None = None
     max_bytes: int | None = Field(None, gt=0)  # null: see Exporter.queue_max_bytes
     num_consumers: int = Field(4, gt=0, le=64)
+    max_project_share: float = Field(0.5, gt=0, le=1)
 
     @field_validator("directory")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_bridge.decode import count_spans
-from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
+from otel_bridge.errors import OversizedRequestError, ProjectRefusedError, QueueError, QueueFullError
 from otel_bridge.mapping import MappedRequest, Mapper
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.telemetry.metrics import Metrics
@@ -52,6 +52,7 @@ class Pipeline:
             mapped = self.map(data, header_project)
             spans = mapped.spans
             self.metrics.received_spans.labels(transport=transport).inc(spans)
+            refused = self._refuse_blocked(mapped, transport)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
@@ -65,9 +66,26 @@ class Pipeline:
         self.metrics.queue_size_calls.set(self.queue.size_calls)
         self._count_cuts(mapped)
         self.metrics.accepted_spans.labels(transport=transport).inc(mapped.accepted)
-        if mapped.rejected:
-            self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected)
+        if mapped.rejected > refused:
+            self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected - refused)
         return ExportResult(mapped.rejected, mapped.error_message())
+
+    def _refuse_blocked(self, mapped: MappedRequest, transport: str) -> int:
+        """Spans for a project whose API key the upstream refuses right now are not queued: they could only
+        fill the queue (delivery re-probes the project every exporter.retry.max_interval). When no span is
+        left, the whole request is refused (PERMISSION_DENIED / 403), else they are rejected in partial_success."""
+        blocked = [project for project in mapped.calls if self.queue.blocked(project)]
+        if not blocked:
+            return 0
+        reason = (
+            "the upstream refuses this project's API key (401/403) at the moment; check exporter.weave.api_key / "
+            "WANDB_API_KEY and that the key may write to it (tried again every exporter.retry.max_interval)"
+        )
+        refused = sum(mapped.refuse_project(project, reason) for project in blocked)
+        self.metrics.refused_spans.labels(transport=transport, reason="project_refused").inc(refused)
+        if not mapped.calls and refused == mapped.spans:
+            raise ProjectRefusedError(mapped.error_message())
+        return refused
 
     def _count_cuts(self, mapped: MappedRequest) -> None:
         for limit, count in mapped.limit_hits.items():

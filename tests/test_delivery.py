@@ -205,7 +205,7 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     caplog.set_level("INFO")
     settings = bridge_settings(
         upstream,
-        exporter={"queue": {"max_bytes": 30_000}, "batch": {"max_bytes": 20_000}},
+        exporter={"queue": {"max_bytes": 30_000, "max_project_share": 1}, "batch": {"max_bytes": 20_000}},
         telemetry={"degraded_log_interval": "100ms"},
     )
     bridge = start_bridge(settings)
@@ -457,3 +457,64 @@ def test_a_password_in_base_url_is_masked_at_start_and_in_check_config(upstream,
     )
     assert out.returncode == 0, out.stderr
     assert "proxyuser:***@127.0.0.1" in out.stdout and "s3cr3t-pw" not in out.stdout + out.stderr
+
+
+# --- a project the upstream refuses, a long Retry-After (issue 12 items 7, 10) --------------------------------
+
+
+def test_a_refused_project_never_stops_the_others(upstream, start_bridge):
+    # 30 requests of ~11 KB for acme/open pass through a queue of 200 KB (a share of 100 KB each).
+    settings = bridge_settings(upstream, exporter={"queue": {"max_bytes": 200_000}, "batch": {"max_bytes": 20_000}})
+    bridge = start_bridge(settings)
+    upstream.fail_project("acme/locked", 403)
+    export(bridge.grpc_endpoint, spans_request(0, 5, project="acme/locked"))
+    metrics = bridge.bridge.metrics
+    wait_until(lambda: metrics.registry.get_sample_value("otelbridge_exporter_blocked_projects") == 1, message="blocked")
+    # While blocked, its spans are refused at the receiver, so the queue never fills with them ...
+    with pytest.raises(grpc.RpcError) as refused:
+        export(bridge.grpc_endpoint, spans_request(10, 5, project="acme/locked"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "5 spans for acme/locked: the upstream refuses this project's API key (401/403)" in refused.value.details()
+    mixed = trace_request_of(spans_request(20, 3, project="acme/locked"), spans_request(100, 3, project="acme/open"))
+    answer = export(bridge.grpc_endpoint, mixed)
+    assert answer.partial_success.rejected_spans == 3 and "acme/locked" in answer.partial_success.error_message
+    # ... and however long it lasts, every other project keeps flowing.
+    for k in range(1, 31):
+        assert export(bridge.grpc_endpoint, spans_request(100 + 10 * k, 10, project="acme/open")).partial_success.rejected_spans == 0
+        upstream.wait_for_calls(3 + 10 * k)
+    assert_delivered_once(upstream, ids(100, 3) | ids(110, 300))
+    # Re-probed every exporter.retry.max_interval: once the key may write again, its kept calls arrive.
+    upstream.fail_project("acme/locked", None)
+    upstream.wait_for_calls(303 + 5)
+    assert set(upstream.calls_by_id()) == ids(0, 5) | ids(100, 3) | ids(110, 300)
+    wait_until(lambda: not bridge.bridge.queue.blocked("acme/locked"), message="unblocked")
+    export(bridge.grpc_endpoint, spans_request(40, 2, project="acme/locked"))
+    upstream.wait_for_calls(303 + 7)
+    assert total(metrics.refused_spans, reason=("project_refused",)) == 8
+
+
+def trace_request_of(*requests):
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[rs for r in requests for rs in r.resource_spans])
+
+
+@pytest.mark.parametrize("retry_after", ["2", "http-date"])
+def test_a_retry_after_past_the_deadline_keeps_the_calls(upstream, start_bridge, tmp_path, retry_after, caplog):
+    import email.utils
+
+    dead = tmp_path / "dead.jsonl"
+    settings = bridge_settings(upstream, exporter={"retry": {"max_elapsed_time": "300ms"}, "dead_letter": {"path": str(dead)}})
+    bridge = start_bridge(settings)
+    if retry_after == "http-date":
+        retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    upstream.fail_next(1, status=429, headers={"Retry-After": retry_after})
+    export(bridge.grpc_endpoint, spans_request(0, 4))
+    export(bridge.grpc_endpoint, spans_request(50, 2, project="acme/other"))  # not held up meanwhile
+    assert_delivered_once(upstream, ids(50, 2))
+    assert_delivered_once(upstream, ids(0, 4) | ids(50, 2))
+    throttled = upstream.attempts[0]
+    (accepted,) = [a for a in upstream.attempts if a.status == 200 and span_id(0).hex() in a.call_ids]
+    assert throttled.status == 429 and accepted.at - throttled.at >= 1.0
+    assert total(bridge.bridge.metrics.dead_lettered_calls) == 0 and not dead.exists()
+    assert "(Retry-After), past the retry deadline" in caplog.text

@@ -259,7 +259,7 @@ def test_refusals_and_acceptances_move_the_metrics(upstream, start_bridge):
 
 def test_full_queue_answers_503_with_retry_after(upstream, start_bridge):
     # With the upstream down the queue fills; then a request is refused whole, to be retried later.
-    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 30_000}, "batch": {"max_bytes": 20_000}}))
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 30_000, "max_project_share": 1}, "batch": {"max_bytes": 20_000}}))
     upstream.set_down(True)
     answers = []
     for n in range(20):

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import BadRequestError, QueueError
+from otel_bridge.errors import BadRequestError, ProjectRefusedError, QueueError
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
@@ -48,7 +48,7 @@ class _TraceService:
                     header_project = value
             try:
                 result = await self.pipeline.export(data, header_project=header_project, transport="grpc")
-            except (BadRequestError, QueueError) as exc:
+            except (BadRequestError, QueueError, ProjectRefusedError) as exc:
                 if isinstance(exc, BadRequestError):
                     self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
                 # The status is set and the call returns, rather than context.abort(): abort raises, and that
