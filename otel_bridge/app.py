@@ -22,8 +22,7 @@ from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
 from otel_bridge.telemetry.health import Health
 from otel_bridge.http_server import HttpServer
-from otel_bridge.mapping import Mapper
-from otel_bridge.pipeline import Pipeline
+from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from otel_bridge.errors import ConfigError
 from otel_bridge.project import PROJECT_FORM, parse_project
@@ -490,13 +491,13 @@ def expand_env(value: Any, environ: dict[str, str] | None = None, path: str = ""
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [expand_env(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     if error["type"] == "extra_forbidden":
         return f"`{path}`: unknown key"

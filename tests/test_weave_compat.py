@@ -27,7 +27,8 @@ import pytest
 
 from otel_bridge.config import Redact
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.mapping import DEFAULT_RULES
+from otel_bridge.pipeline import map_request
 from otel_bridge.mapping.usage import matches
 from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.decode.redact import compile_redaction

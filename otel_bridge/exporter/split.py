@@ -28,8 +28,9 @@ from otel_bridge.errors import (
 )
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.sender import Sender
+from otel_bridge.exporter.envelope import body_size
+from otel_bridge.exporter.queue import Batch
 from otel_bridge.exporter.trim import trim_call
-from otel_bridge.exporter.queue import Batch, body_size
 from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["SplitSender"]

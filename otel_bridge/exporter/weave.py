@@ -21,7 +21,8 @@ from otel_bridge.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from otel_bridge.exporter.queue import Batch, body_size
+from otel_bridge.exporter.envelope import body_chunks, body_size
+from otel_bridge.exporter.queue import Batch
 from otel_bridge.project import project_path
 
 __all__ = ["WeaveSender", "is_retryable", "parse_retry_after", "MAX_ANSWER_BYTES"]
@@ -57,7 +58,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 async def _stream(batch: Batch) -> AsyncIterator[bytes]:
-    for chunk in batch.body_chunks():
+    for chunk in body_chunks(batch.calls):
         yield chunk
 
 
