@@ -281,7 +281,7 @@ def test_full_queue_answers_503_with_retry_after(upstream, start_bridge):
 
 def test_request_larger_than_the_whole_queue_answers_413(upstream, start_bridge):
     # A queue of 2000 bytes can never take one call of 5000: refused for good, no Retry-After.
-    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 2000}, "batch": {"max_bytes": 2000}}))
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 2000, "max_project_share": 1}, "batch": {"max_bytes": 2000}}))
     big = request(span("big", {"input.value": "x" * 5000}), resource=ROUTED)
     answer = _post(bridge, big.SerializeToString(), PROTOBUF)
     assert answer.status_code == 413 and "retry-after" not in answer.headers

@@ -533,6 +533,18 @@ def test_one_directory_serves_one_bridge(tmp_path):
     run(scenario)
 
 
+def test_deleting_files_in_the_directory_never_lets_two_bridges_share_it(tmp_path):
+    async def scenario():
+        queue = open_queue(str(tmp_path / "queue"), max_bytes=100)
+        for leftover in (tmp_path / "queue").glob("lock"):  # the lock file earlier versions used
+            leftover.unlink()
+        with pytest.raises(ConfigError, match="in use by another otel-bridge process"):
+            SqliteStore(tmp_path / "queue")
+        await queue.close()
+
+    run(scenario)
+
+
 def test_an_unusable_directory_names_the_key(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(ConfigError, match=r"exporter\.queue\.directory"):

@@ -28,6 +28,7 @@ import asyncio
 import fcntl
 import logging
 import math
+import os
 import sqlite3
 import sys
 import time
@@ -155,13 +156,16 @@ class SqliteStore:
         self.description = f"SQLite in {self.directory}"
         try:
             make_private_dirs(self.directory)
-            self._lock = open_private(self.directory / "lock")
+            # The lock is on the directory itself, not on a file in it: a lock file can be deleted (by hand,
+            # by a cleanup job) while its bridge runs, and the next bridge would then lock a new one and share
+            # the queue. The directory cannot go while the queue file is in it.
+            self._lock = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise ConfigError(f"exporter.queue.directory {str(directory)!r} is not usable: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            os.close(self._lock)
             raise ConfigError(
                 f"exporter.queue.directory {str(directory)!r} is in use by another otel-bridge process; "
                 "give each bridge its own directory"
@@ -171,7 +175,7 @@ class SqliteStore:
             open_private(self.directory / self.FILE_NAME).close()
             self._db = self._connect(self.directory / self.FILE_NAME)
         except BaseException:
-            self._lock.close()
+            os.close(self._lock)
             raise
         self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
         self._remaining: dict[int, int] = {}  # row id -> its calls not yet removed
@@ -309,7 +313,7 @@ class SqliteStore:
             await self._writer
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown()
-        self._lock.close()
+        os.close(self._lock)
 
 
 class _Project:
