@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 
 from otel_bridge import decode
-from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duration, mask_url
+from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, mask_url
+from otel_bridge.notation import format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
 from otel_bridge.exporter.file import FileSender
@@ -92,7 +93,10 @@ class Bridge:
             max_bytes=exporter.queue_max_bytes,
             max_project_share=exporter.queue.max_project_share,
         )
-        self.metrics.queue_capacity_bytes.set(exporter.queue_max_bytes)
+        queue = self.queue
+        self.metrics.watch_queue(
+            lambda: queue.size_bytes, lambda: queue.size_calls, lambda: len(queue.paused_projects()), exporter.queue_max_bytes
+        )
         self.pipeline = Pipeline(
             queue=self.queue,
             mapper=Mapper.from_config(settings.mapping),

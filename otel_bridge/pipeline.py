@@ -17,7 +17,7 @@ from otel_bridge.decode.sanitize import Sanitizer
 from otel_bridge.errors import OversizedRequestError, ProjectRefusedError, QueueError, QueueFullError
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.mapping import MappedRequest, Rules, build_rules, map_resource_spans
-from otel_bridge.telemetry.metrics import Metrics
+from otel_bridge.telemetry.metrics import Metrics, ReceiverReport
 
 __all__ = ["ExportResult", "Mapper", "Pipeline", "map_request"]
 
@@ -96,6 +96,7 @@ class Pipeline:
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
         the bytes are not one, QueueError when the queue refuses its calls."""
+        report = self.metrics.receiver(transport)
         spans = None
         try:
             # While the queue is full, refuse before mapping: the calls of a request are at least as large
@@ -103,26 +104,24 @@ class Pipeline:
             self.queue.check_room(len(data))
             mapped = self.map(data, header_project)
             spans = mapped.spans
-            self.metrics.received_spans.labels(transport=transport).inc(spans)
-            refused = self._refuse_blocked(mapped, transport)
+            report.spans_received(spans)
+            refused = self._refuse_blocked(mapped, report)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
             if spans is None:  # refused before decoding: count them, for the metrics
                 spans = count_spans(data)
-                self.metrics.received_spans.labels(transport=transport).inc(spans)
+                report.spans_received(spans)
             reason = {QueueFullError: "queue_full", OversizedRequestError: "too_large"}.get(type(exc), "queue_error")
-            self.metrics.refused_spans.labels(transport=transport, reason=reason).inc(spans)
+            report.spans_refused(reason, spans)
             raise
-        self.metrics.queue_size_bytes.set(self.queue.size_bytes)
-        self.metrics.queue_size_calls.set(self.queue.size_calls)
-        self._count_cuts(mapped)
-        self.metrics.accepted_spans.labels(transport=transport).inc(mapped.accepted)
+        self.metrics.decode.cuts(mapped.limit_hits, mapped.redacted_values, mapped.dropped_keys)
+        report.spans_accepted(mapped.accepted)
         if mapped.rejected > refused:
-            self.metrics.refused_spans.labels(transport=transport, reason="invalid").inc(mapped.rejected - refused)
+            report.spans_refused("invalid", mapped.rejected - refused)
         return ExportResult(mapped.rejected, mapped.error_message())
 
-    def _refuse_blocked(self, mapped: MappedRequest, transport: str) -> int:
+    def _refuse_blocked(self, mapped: MappedRequest, report: ReceiverReport) -> int:
         """Spans for a project whose API key the upstream refuses right now are not queued: they could only
         fill the queue (delivery re-probes the project every exporter.retry.max_interval). When no span is
         left, the whole request is refused (PERMISSION_DENIED / 403), else they are rejected in partial_success."""
@@ -134,15 +133,7 @@ class Pipeline:
             "WANDB_API_KEY and that the key may write to it (tried again every exporter.retry.max_interval)"
         )
         refused = sum(mapped.refuse_project(project, reason) for project in blocked)
-        self.metrics.refused_spans.labels(transport=transport, reason="project_refused").inc(refused)
+        report.spans_refused("project_refused", refused)
         if not mapped.calls and refused == mapped.spans:
             raise ProjectRefusedError(mapped.error_message())
         return refused
-
-    def _count_cuts(self, mapped: MappedRequest) -> None:
-        for limit, count in mapped.limit_hits.items():
-            self.metrics.limit_hits.labels(limit=limit).inc(count)
-        if mapped.redacted_values:
-            self.metrics.redactions.labels(kind="value").inc(mapped.redacted_values)
-        if mapped.dropped_keys:
-            self.metrics.redactions.labels(kind="attribute").inc(mapped.dropped_keys)
