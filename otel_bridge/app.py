@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from otel_bridge import decode
-from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings
+from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, mask_url
 from otel_bridge.notation import format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
@@ -46,8 +46,8 @@ def build_sender(
     api_key = weave.api_key.get_secret_value()
     # Transport: one attempt, success or one of our errors (errors.py says which are retryable).
     if api_key:
-        sender: Sender = WeaveSender(base_url=weave.base_url, api_key=api_key)
-        where = f"{weave.base_url}/v2/{{entity}}/{{project}}/calls/complete"
+        sender: Sender = WeaveSender(base_url=weave.base_url, api_key=api_key, max_redirects=weave.max_redirects)
+        where = f"{mask_url(weave.base_url)}/v2/{{entity}}/{{project}}/calls/complete"
     else:
         sender = FileSender(exporter.file.path)
         where = f"file {exporter.file.path} (no API key: set WANDB_API_KEY or exporter.weave.api_key to send to Weave)"
@@ -90,7 +90,11 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         exporter = settings.exporter
-        self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue_max_bytes)
+        self.queue = open_queue(
+            exporter.queue.directory,
+            max_bytes=exporter.queue_max_bytes,
+            max_project_share=exporter.queue.max_project_share,
+        )
         queue = self.queue
         self.metrics.watch_queue(
             lambda: queue.size_bytes, lambda: queue.size_calls, lambda: len(queue.paused_projects()), exporter.queue_max_bytes

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -31,7 +32,7 @@ from otel_bridge.errors import ConfigError
 from otel_bridge.notation import format_duration, parse_duration, split_endpoint
 from otel_bridge.project import PROJECT_FORM, parse_project
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "mask_url"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 
@@ -141,6 +142,7 @@ class WeaveExporter(_Section):
     api_key: Secret = Field(default_factory=lambda: SecretStr(os.environ.get("WANDB_API_KEY", "")))
     project: str = Field(default_factory=lambda: os.environ.get("WEAVE_PROJECT", ""))
     timeout: Duration = Field(30.0, gt=0)
+    max_redirects: int = Field(5, ge=0, le=20)
 
     @field_validator("base_url")
     @classmethod
@@ -175,6 +177,7 @@ class Queue(_Section):
     directory: str | None = None
     max_bytes: int | None = Field(None, gt=0)  # null: see Exporter.queue_max_bytes
     num_consumers: int = Field(4, gt=0, le=64)
+    max_project_share: float = Field(0.5, gt=0, le=1)
 
     @field_validator("directory")
     @classmethod
@@ -431,9 +434,23 @@ class Settings(_Section):
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked: what check-config prints.
 
-        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty.
+        Every SecretStr (API key, bearer tokens) dumps as "**********", or "" when it is empty, and a
+        password in exporter.weave.base_url as "***".
         """
-        return self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json")
+        weave = dumped["exporter"]["weave"]
+        weave["base_url"] = mask_url(weave["base_url"])
+        return dumped
+
+
+def mask_url(url: str) -> str:
+    """The URL with the password of its user info (http://user:password@host) masked, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 # `$$`, a well-formed reference, or any other `${` (malformed: refused). A default holds no braces, and a

@@ -9,6 +9,9 @@
         RetriesExhaustedError exporter.retry.max_elapsed_time passed
       ProjectBlockedError     401/403: stop delivering this project, keep its calls, try again later
     ProjectInRetry            a batch failed while another of its project waits to be retried: requeue it
+    ProjectThrottled          the upstream's Retry-After reaches past the retry deadline: requeue it, wait
+    ProjectRefusedError       every span of a request is for projects the upstream refuses (401/403) now:
+                              PERMISSION_DENIED (HTTP 403), final
     QueueError                the queue cannot take the calls now; the receiver answers "retry later"
       QueueFullError          the queue is at its bound (exporter.queue.max_bytes): backpressure
       OversizedRequestError   one request needs more than the whole queue: it never fits, not retryable
@@ -32,6 +35,8 @@ __all__ = [
     "OversizedRequestError",
     "BadRequestError",
     "ProjectInRetry",
+    "ProjectThrottled",
+    "ProjectRefusedError",
     "RejectedSpan",
 ]
 
@@ -81,6 +86,21 @@ class ProjectInRetry(Exception):
     """Raised when a batch fails while another batch of its project already waits to be retried: it goes
     back to the queue, so a failing project holds one consumer, not all of them. Not an ExportError, so
     layers that settle export errors (split, dead-letter) pass it on untouched."""
+
+
+class ProjectThrottled(Exception):
+    """Raised when the upstream asks (Retry-After) for a wait that reaches past the retry deadline: the batch
+    goes back to the queue and its project waits that long. Waiting as told is not failing, so the calls
+    are kept, never dead-lettered for it. Not an ExportError, so split and dead-letter pass it on."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class ProjectRefusedError(Exception):
+    """Raised when a request's spans are all for projects whose API key the upstream refuses (401/403) at
+    the moment: taking them would only fill the queue with calls that cannot be delivered."""
 
 
 class QueueError(Exception):

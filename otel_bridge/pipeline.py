@@ -16,12 +16,12 @@ from otel_bridge.decode import count_spans, decode_request
 from otel_bridge.decode.limits import SpanLimits, limit_warnings
 from otel_bridge.decode.redact import Redaction, compile_redaction
 from otel_bridge.decode.sanitize import Sanitizer
-from otel_bridge.errors import OversizedRequestError, QueueError, QueueFullError
+from otel_bridge.errors import OversizedRequestError, ProjectRefusedError, QueueError, QueueFullError
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.decode.logs import decode_logs
 from otel_bridge.mapping import MappedRequest, Rules, build_rules, map_resource_spans
 from otel_bridge.mapping.request import CallHook
-from otel_bridge.telemetry.metrics import Metrics
+from otel_bridge.telemetry.metrics import Metrics, ReceiverReport
 from otel_bridge.traces import TraceStage
 
 __all__ = ["ExportResult", "MIN_CALL_BYTES", "Mapper", "Pipeline", "map_request"]
@@ -140,6 +140,7 @@ class Pipeline:
             mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project, traced.on_call)
             spans = mapped.spans
             report.spans_received(spans)
+            refused = self._refuse_blocked(mapped, report)
             if mapped.calls:
                 await self.queue.put(mapped.calls)
             await self.stage.settle(traced, mapped.held)
@@ -152,8 +153,8 @@ class Pipeline:
             raise
         self.metrics.decode.cuts(mapped.limit_hits, mapped.redacted_values, mapped.dropped_keys)
         report.spans_accepted(mapped.accepted)
-        if mapped.rejected:
-            report.spans_refused("invalid", mapped.rejected)
+        if mapped.rejected > refused:
+            report.spans_refused("invalid", mapped.rejected - refused)
         return ExportResult(mapped.rejected, mapped.error_message())
 
     async def export_logs(self, data: bytes, *, transport: str) -> int:
@@ -164,3 +165,20 @@ class Pipeline:
         self.metrics.received_log_records.labels(transport=transport).inc(len(records))
         await self.stage.export_logs(records)
         return len(records)
+
+    def _refuse_blocked(self, mapped: MappedRequest, report: ReceiverReport) -> int:
+        """Spans for a project whose API key the upstream refuses right now are not queued: they could only
+        fill the queue (delivery re-probes the project every exporter.retry.max_interval). When no span is
+        left, the whole request is refused (PERMISSION_DENIED / 403), else they are rejected in partial_success."""
+        blocked = [project for project in mapped.calls if self.queue.blocked(project)]
+        if not blocked:
+            return 0
+        reason = (
+            "the upstream refuses this project's API key (401/403) at the moment; check exporter.weave.api_key / "
+            "WANDB_API_KEY and that the key may write to it (tried again every exporter.retry.max_interval)"
+        )
+        refused = sum(mapped.refuse_project(project, reason) for project in blocked)
+        report.spans_refused("project_refused", refused)
+        if not mapped.calls and refused == mapped.spans:
+            raise ProjectRefusedError(mapped.error_message())
+        return refused

@@ -204,7 +204,7 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     caplog.set_level("INFO")
     settings = bridge_settings(
         upstream,
-        exporter={"queue": {"max_bytes": 30_000}, "batch": {"max_bytes": 20_000}},
+        exporter={"queue": {"max_bytes": 30_000, "max_project_share": 1}, "batch": {"max_bytes": 20_000}},
         telemetry={"degraded_log_interval": "100ms"},
     )
     bridge = start_bridge(settings)
@@ -345,3 +345,175 @@ def test_kill_9_and_restarts_lose_no_acknowledged_span(upstream, bridge_process,
     assert_delivered_once(upstream, ids(0, 120))
     assert third.signal(signal.SIGTERM) == 0
     assert "resuming delivery of 120 calls" in third.log
+
+
+# --- what the upstream answers: bodies, redirects, proxies (issue 12 items 5, 11, 12, 16) ---------------------
+
+
+def test_only_a_prefix_of_a_huge_error_body_is_read(upstream, start_bridge, tmp_path):
+    from otel_bridge.exporter.weave import MAX_ANSWER_BYTES
+
+    dead = tmp_path / "dead.jsonl"
+    bridge = start_bridge(bridge_settings(upstream, exporter={"dead_letter": {"path": str(dead)}}))
+    # A proxy's error page of 256 MiB (1.5 GB took the bridge to 6.5 GB of memory when read whole).
+    upstream.fail_next(1, status=400, body=b"<html>bad request", filler_bytes=256 * 2**20)
+    export(bridge.grpc_endpoint, spans_request(0, 3))
+    metrics = bridge.bridge.metrics
+    wait_until(lambda: total(metrics.dead_lettered_calls) == 3, message="3 dead letters")
+    (sent,) = upstream.answer_bytes_sent
+    assert sent < 16 * 2**20  # what the socket buffers took before the bridge closed the connection
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert lines[0]["answer"].startswith("<html>bad request")
+    assert len(lines[0]["answer"].encode()) <= MAX_ANSWER_BYTES
+    export(bridge.grpc_endpoint, spans_request(10, 2))  # and the next batch is delivered as usual
+    assert_delivered_once(upstream, ids(10, 2))
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_same_origin_redirect_is_followed_with_the_credentials(upstream, start_bridge, status, caplog):
+    bridge = start_bridge(bridge_settings(upstream))
+    upstream.fail_next(1, status=status, headers={"Location": "/v2/acme/agents/calls/complete?moved=1"})
+    export(bridge.grpc_endpoint, spans_request(0, 4))
+    assert_delivered_once(upstream, ids(0, 4))
+    assert [a.status for a in upstream.attempts] == [status, 200]
+    assert total(bridge.bridge.metrics.dead_lettered_calls) == 0
+    assert f"answered {status} redirecting to {upstream.url}/v2/acme/agents/calls/complete?moved=1" in caplog.text
+
+
+def test_a_redirect_to_another_origin_is_retried_and_gets_no_credentials(upstream, start_bridge, caplog):
+    from upstream import UpstreamServer
+
+    with UpstreamServer(api_key=API_KEY) as elsewhere:
+        bridge = start_bridge(bridge_settings(upstream))
+        location = f"{elsewhere.url}/v2/acme/agents/calls/complete"
+        upstream.fail_next(2, status=307, headers={"Location": location})
+        export(bridge.grpc_endpoint, spans_request(0, 4))
+        assert_delivered_once(upstream, ids(0, 4))  # the third try, when the redirect is gone
+        assert [a.status for a in upstream.attempts] == [307, 307, 200]
+        assert elsewhere.attempts == []
+        assert f"redirecting to {location}: not followed, another origin would receive the API key" in caplog.text
+        assert total(bridge.bridge.metrics.dead_lettered_calls) == 0
+
+
+def test_a_303_or_a_redirect_loop_is_retried_not_dead_lettered(upstream, start_bridge, caplog):
+    caplog.set_level("DEBUG", "otel_bridge.exporter")  # a batch's later failures are logged at DEBUG
+    bridge = start_bridge(bridge_settings(upstream, exporter={"weave": {"max_redirects": 2}}))
+    upstream.fail_next(1, status=303, headers={"Location": "/v2/acme/agents/calls/complete"})
+    upstream.fail_next(3, status=308, headers={"Location": "/v2/acme/agents/calls/complete"})
+    export(bridge.grpc_endpoint, spans_request(0, 2))
+    assert_delivered_once(upstream, ids(0, 2))
+    assert [a.status for a in upstream.attempts] == [303, 308, 308, 308, 200]
+    assert "answered 303" in caplog.text and "not a redirect a POST can follow" in caplog.text
+    assert "redirected more than 2 times (exporter.weave.max_redirects)" in caplog.text
+    assert total(bridge.bridge.metrics.dead_lettered_calls) == 0
+
+
+def test_a_200_that_is_not_json_is_not_counted_as_delivered(upstream, start_bridge, caplog):
+    bridge = start_bridge(bridge_settings(upstream))
+    portal = b"<html><body>Please log in to the guest Wi-Fi</body></html>"
+    upstream.fail_next(2, status=200, headers={"Content-Type": "text/html"}, body=portal)
+    export(bridge.grpc_endpoint, spans_request(0, 3))
+    assert_delivered_once(upstream, ids(0, 3))
+    assert [a.status for a in upstream.attempts] == [200, 200, 200]
+    assert "answered 200 with a body that is not JSON (text/html" in caplog.text
+    metrics = bridge.bridge.metrics
+    wait_until(lambda: total(metrics.sent_calls) == 3, message="sent_calls == 3")
+    assert total(metrics.retried_calls) == 6  # 3 calls, retried twice
+
+
+def test_credentials_echoed_by_the_upstream_are_masked_in_logs_and_dead_letters(upstream, start_bridge, tmp_path, caplog):
+    import base64
+
+    dead = tmp_path / "dead.jsonl"
+    bridge = start_bridge(bridge_settings(upstream, exporter={"dead_letter": {"path": str(dead)}}))
+    upstream.fail_next(1, status=400, echo_headers=True)
+    upstream.fail_next(1, status=500, echo_headers=True)
+    export(bridge.grpc_endpoint, spans_request(0, 2))
+    metrics = bridge.bridge.metrics
+    wait_until(lambda: total(metrics.dead_lettered_calls) == 2, message="2 dead letters")
+    token = base64.b64encode(f"api:{API_KEY}".encode()).decode()
+    written = dead.read_text()
+    assert "request_headers" in written and "[MASKED]" in written
+    for text in (written, caplog.text):
+        assert token not in text and API_KEY not in text
+
+
+def test_a_password_in_base_url_is_masked_at_start_and_in_check_config(upstream, start_bridge, tmp_path, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    base_url = upstream.url.replace("http://", "http://proxyuser:s3cr3t-pw@")
+    with caplog.at_level(logging.INFO):
+        bridge = start_bridge(bridge_settings(upstream, exporter={"weave": {"base_url": base_url}}))
+        export(bridge.grpc_endpoint, spans_request(0, 1))
+        assert_delivered_once(upstream, ids(0, 1))
+    assert "proxyuser:***@127.0.0.1" in caplog.text and "s3cr3t-pw" not in caplog.text
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"exporter:\n  weave:\n    base_url: {base_url}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "otel_bridge", "check-config", "--config", str(config)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "proxyuser:***@127.0.0.1" in out.stdout and "s3cr3t-pw" not in out.stdout + out.stderr
+
+
+# --- a project the upstream refuses, a long Retry-After (issue 12 items 7, 10) --------------------------------
+
+
+def test_a_refused_project_never_stops_the_others(upstream, start_bridge):
+    # 30 requests of ~11 KB for acme/open pass through a queue of 200 KB (a share of 100 KB each).
+    settings = bridge_settings(upstream, exporter={"queue": {"max_bytes": 200_000}, "batch": {"max_bytes": 20_000}})
+    bridge = start_bridge(settings)
+    upstream.fail_project("acme/locked", 403)
+    export(bridge.grpc_endpoint, spans_request(0, 5, project="acme/locked"))
+    metrics = bridge.bridge.metrics
+    wait_until(lambda: metrics.registry.get_sample_value("otelbridge_exporter_blocked_projects") == 1, message="blocked")
+    # While blocked, its spans are refused at the receiver, so the queue never fills with them ...
+    with pytest.raises(grpc.RpcError) as refused:
+        export(bridge.grpc_endpoint, spans_request(10, 5, project="acme/locked"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "5 spans for acme/locked: the upstream refuses this project's API key (401/403)" in refused.value.details()
+    mixed = trace_request_of(spans_request(20, 3, project="acme/locked"), spans_request(100, 3, project="acme/open"))
+    answer = export(bridge.grpc_endpoint, mixed)
+    assert answer.partial_success.rejected_spans == 3 and "acme/locked" in answer.partial_success.error_message
+    # ... and however long it lasts, every other project keeps flowing.
+    for k in range(1, 31):
+        assert export(bridge.grpc_endpoint, spans_request(100 + 10 * k, 10, project="acme/open")).partial_success.rejected_spans == 0
+        upstream.wait_for_calls(3 + 10 * k)
+    assert_delivered_once(upstream, ids(100, 3) | ids(110, 300))
+    # Re-probed every exporter.retry.max_interval: once the key may write again, its kept calls arrive.
+    upstream.fail_project("acme/locked", None)
+    upstream.wait_for_calls(303 + 5)
+    assert set(upstream.calls_by_id()) == ids(0, 5) | ids(100, 3) | ids(110, 300)
+    wait_until(lambda: not bridge.bridge.queue.blocked("acme/locked"), message="unblocked")
+    export(bridge.grpc_endpoint, spans_request(40, 2, project="acme/locked"))
+    upstream.wait_for_calls(303 + 7)
+    assert total(metrics.refused_spans, reason=("project_refused",)) == 8
+
+
+def trace_request_of(*requests):
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[rs for r in requests for rs in r.resource_spans])
+
+
+@pytest.mark.parametrize("retry_after", ["2", "http-date"])
+def test_a_retry_after_past_the_deadline_keeps_the_calls(upstream, start_bridge, tmp_path, retry_after, caplog):
+    import email.utils
+
+    dead = tmp_path / "dead.jsonl"
+    settings = bridge_settings(upstream, exporter={"retry": {"max_elapsed_time": "300ms"}, "dead_letter": {"path": str(dead)}})
+    bridge = start_bridge(settings)
+    if retry_after == "http-date":
+        retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    upstream.fail_next(1, status=429, headers={"Retry-After": retry_after})
+    export(bridge.grpc_endpoint, spans_request(0, 4))
+    export(bridge.grpc_endpoint, spans_request(50, 2, project="acme/other"))  # not held up meanwhile
+    assert_delivered_once(upstream, ids(50, 2))
+    assert_delivered_once(upstream, ids(0, 4) | ids(50, 2))
+    throttled = upstream.attempts[0]
+    (accepted,) = [a for a in upstream.attempts if a.status == 200 and span_id(0).hex() in a.call_ids]
+    assert throttled.status == 429 and accepted.at - throttled.at >= 1.0
+    assert total(bridge.bridge.metrics.dead_lettered_calls) == 0 and not dead.exists()
+    assert "(Retry-After), past the retry deadline" in caplog.text

@@ -261,7 +261,7 @@ def test_refusals_and_acceptances_move_the_metrics(upstream, start_bridge):
 
 def test_full_queue_answers_503_with_retry_after(upstream, start_bridge):
     # With the upstream down the queue fills; then a request is refused whole, to be retried later.
-    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 30_000}, "batch": {"max_bytes": 20_000}}))
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 30_000, "max_project_share": 1}, "batch": {"max_bytes": 20_000}}))
     upstream.set_down(True)
     answers = []
     for n in range(20):
@@ -283,7 +283,7 @@ def test_full_queue_answers_503_with_retry_after(upstream, start_bridge):
 
 def test_request_larger_than_the_whole_queue_answers_413(upstream, start_bridge):
     # A queue of 2000 bytes can never take one call of 5000: refused for good, no Retry-After.
-    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 2000}, "batch": {"max_bytes": 2000}}))
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 2000, "max_project_share": 1}, "batch": {"max_bytes": 2000}}))
     big = request(span("big", {"input.value": "x" * 5000}), resource=ROUTED)
     answer = _post(bridge, big.SerializeToString(), PROTOBUF)
     assert answer.status_code == 413 and "retry-after" not in answer.headers

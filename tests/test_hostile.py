@@ -211,8 +211,44 @@ def test_project_names_that_would_break_the_upstream_url_are_rejected(upstream, 
         ),
     )
     assert answer.partial_success.rejected_spans == 1
-    assert "names without whitespace, control characters or \\ # ? % :" in answer.partial_success.error_message
+    assert "names without whitespace, control characters or / \\ # ? % :, and not . or .." in answer.partial_success.error_message
     assert [c["op_name"] for c in upstream.wait_for_calls(1)] == ["good"]
+
+
+@pytest.mark.parametrize(
+    "resource, header",
+    [
+        ({"wandb.entity": "..", "wandb.project": "p"}, None),  # was POST /v2/../p -> /p/calls/complete
+        ({"wandb.project": "../x"}, None),  # was POST /v2/../x -> /x/calls/complete
+        ({"wandb.entity": "e", "wandb.project": "."}, None),
+        ({"service.name": "no project attributes"}, "../.."),  # was POST /calls/complete
+        ({"service.name": "no project attributes"}, "admin/.."),
+    ],
+)
+def test_dot_segments_in_project_names_never_reach_the_upstream_url(upstream, start_bridge, resource, header):
+    bridge = start_bridge(bridge_settings(upstream))
+    req = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            request(span("bad"), resource=resource).resource_spans[0],
+            request(span("good"), resource=PROJECT).resource_spans[0],
+        ]
+    )
+    with grpc.insecure_channel(bridge.grpc_endpoint) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        answer = stub.Export(req, timeout=10, metadata=(("project_id", header),) if header else ())
+    assert answer.partial_success.rejected_spans == 1
+    assert "and not . or .." in answer.partial_success.error_message
+    assert [c["op_name"] for c in upstream.wait_for_calls(1)] == ["good"]
+    assert [a.path for a in upstream.attempts] == ["/v2/e/p/calls/complete"]
+
+
+def test_the_upstream_url_is_built_from_checked_segments():
+    from otel_bridge.project import project_path
+
+    assert project_path("team-1/my.project_2") == "team-1/my.project_2"
+    for bad in ("../x", "e/..", "./p", "e/p/q", "e/p?x", "e/%2e%2e"):
+        with pytest.raises(ValueError, match="not of the form"):
+            project_path(bad)
 
 
 def test_a_megabyte_id_gives_a_short_reason(upstream, start_bridge):

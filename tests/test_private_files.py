@@ -36,7 +36,7 @@ def test_the_durable_queue_directory_and_its_files_are_owner_only(tmp_path, star
     assert _mode(tmp_path / "state") == 0o700  # parents it created, too
     assert _mode(directory) == 0o700
     files = list(directory.iterdir())
-    assert {"queue.sqlite3", "lock"} <= {f.name for f in files}
+    assert {"queue.sqlite3"} <= {f.name for f in files}
     assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
 
 

@@ -43,9 +43,9 @@ def new_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
     """new_queue(max_bytes=...) -> a CallQueue on the store under test (call it inside the test's loop)."""
     made: list[CallQueue] = []
 
-    def make(*, max_bytes: int) -> CallQueue:
+    def make(*, max_bytes: int, max_project_share: float = 1.0) -> CallQueue:
         store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / f"queue-{len(made)}")
-        made.append(CallQueue(store, max_bytes=max_bytes))
+        made.append(CallQueue(store, max_bytes=max_bytes, max_project_share=max_project_share))
         return made[-1]
 
     yield make
@@ -395,6 +395,43 @@ def test_a_paused_project_waits_while_others_flow(new_queue):
     run(scenario)
 
 
+def test_one_project_holds_at_most_its_share_and_gets_it_back_as_calls_are_acked(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=1000, max_project_share=0.5)
+        queue.flush()
+        await queue.put({"e/stuck": calls("s", 4, size=100)})
+        with pytest.raises(QueueFullError, match=r"share for project e/stuck is full \(400 of 500 bytes, exporter.queue.max_project_share = 0.5"):
+            await queue.put({"e/stuck": calls("t", 2, size=100)})
+        await queue.put({"e/other": calls("o", 3, size=100)})  # the rest of the queue is the others'
+        with pytest.raises(QueueFullError, match="e/stuck"):  # all or nothing: e/other's calls are not kept either
+            await queue.put({"e/other": calls("p", 1, size=100), "e/stuck": calls("u", 2, size=100)})
+        assert queue.size_calls == 7
+        stuck = await take_now(queue)  # in flight still counts toward the share
+        assert stuck.project == "e/stuck"
+        with pytest.raises(QueueFullError):
+            await queue.put({"e/stuck": calls("t", 2, size=100)})
+        queue.nack(stuck)
+        stuck = await take_now(queue)
+        queue.ack(stuck)  # delivered: its share is free again
+        await queue.put({"e/stuck": calls("t", 5, size=100)})
+
+    run(scenario)
+
+
+def test_a_blocked_project_is_told_apart_from_a_throttled_one(new_queue):
+    async def scenario():
+        queue = new_queue(max_bytes=10_000)
+        queue.pause("e/blocked", 0.2)
+        queue.pause("e/throttled", 0.2, reason="throttled")
+        assert queue.blocked("e/blocked") and not queue.blocked("e/throttled") and not queue.blocked("e/other")
+        assert queue.paused_projects() == ["e/blocked"]
+        assert queue.paused_projects("throttled") == ["e/throttled"]
+        await asyncio.sleep(0.25)
+        assert not queue.blocked("e/blocked")  # it expires: the next calls re-probe the upstream
+
+    run(scenario)
+
+
 def test_a_held_project_is_skipped_until_released(new_queue):
     async def scenario():
         queue = new_queue(max_bytes=10_000)
@@ -492,6 +529,18 @@ def test_one_directory_serves_one_bridge(tmp_path):
             SqliteStore(tmp_path / "queue")
         await queue.close()
         open_queue(str(tmp_path / "queue"), max_bytes=100)  # released on close
+
+    run(scenario)
+
+
+def test_deleting_files_in_the_directory_never_lets_two_bridges_share_it(tmp_path):
+    async def scenario():
+        queue = open_queue(str(tmp_path / "queue"), max_bytes=100)
+        for leftover in (tmp_path / "queue").glob("lock"):  # the lock file earlier versions used
+            leftover.unlink()
+        with pytest.raises(ConfigError, match="in use by another otel-bridge process"):
+            SqliteStore(tmp_path / "queue")
+        await queue.close()
 
     run(scenario)
 

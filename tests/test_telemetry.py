@@ -67,7 +67,7 @@ def test_readyz_fails_above_the_queue_high_water_mark_and_recovers(upstream, sta
     bridge = start_bridge(
         bridge_settings(
             upstream,
-            exporter={"queue": {"max_bytes": 40000}, "batch": {"max_bytes": 40000}},
+            exporter={"queue": {"max_bytes": 40000, "max_project_share": 1}, "batch": {"max_bytes": 40000}},
             telemetry={"readiness": {"queue_high_water": 0.25}},
         )
     )
@@ -147,7 +147,7 @@ def _samples(bridge, accept: str = "") -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_page_has_the_collector_style_names_and_they_move(upstream, start_bridge):
-    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 20000}, "batch": {"max_bytes": 20000}}))
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": {"max_bytes": 20000, "max_project_share": 1}, "batch": {"max_bytes": 20000}}))
     before = _samples(bridge)
     assert before[("otelbridge_queue_capacity_bytes", ())] == 20000
     assert before[("otelbridge_build_info", (("version", __import__("otel_bridge").__version__),))] == 1

@@ -12,7 +12,8 @@ FastAPI would (404/405/400/422 with ``{"detail": ...}``) AND appended to
 the bridge ever sent something invalid. A 401 is not an error: a wrong key is
 configuration, and tests of the bridge's auth handling provoke it on purpose.
 Scripted faults (``fail_next``, ``set_down``, ``reject_ids``, ``max_body_bytes``,
-``delay``) are not errors either; every attempt, answered or not, is in ``attempts``.
+``delay``; ``fail_next`` may also stream a huge body or echo the request's headers, as a
+misbehaving proxy does) are not errors either; every attempt, answered or not, is in ``attempts``.
 
 Order in which a request is handled, mirroring a proxy in front of an app:
 down -> read body -> delay -> fail_next -> route -> max_body_bytes -> auth ->
@@ -73,17 +74,21 @@ class _ScriptedAnswer:
     status: int
     headers: dict[str, str]
     body: Any
+    filler_bytes: int = 0  # this many more bytes of body after `body`, streamed
+    echo_headers: bool = False  # the body is the request's headers (Authorization included)
 
 
 class _Answer(Exception):
     """Raised inside the handler to send an HTTP answer and stop processing."""
 
-    def __init__(self, status: int, body: Any, reason: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, body: Any, reason: str, headers: dict[str, str] | None = None,
+                 filler_bytes: int = 0):
         super().__init__(reason)
         self.status = status
         self.body = body
         self.reason = reason
         self.headers = headers or {}
+        self.filler_bytes = filler_bytes
 
 
 def _detail(loc: list, msg: str, type_: str) -> dict[str, Any]:
@@ -126,6 +131,7 @@ class UpstreamServer:
         self._rejected_status = 422
         self._failing_projects: dict[str, int] = {}
         self._down = False
+        self._answer_bytes_sent: list[int] = []  # body bytes written, per answer with filler_bytes
 
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -196,13 +202,17 @@ class UpstreamServer:
     # ----------------------------------------------------------- faults
 
     def fail_next(self, n: int = 1, status: int = 503, headers: dict[str, str] | None = None,
-                  body: Any = None) -> None:
+                  body: Any = None, *, filler_bytes: int = 0, echo_headers: bool = False) -> None:
         """Answer the next n requests with `status` instead of handling them.
 
         `body` may be a dict/list (sent as JSON), str or bytes; default is a
         FastAPI-like {"detail": ...}. Calls repeat: answers queue up in order.
+        `filler_bytes` streams that many more bytes after the body (Content-Length
+        counts them) until the client stops reading: answer_bytes_sent says how far
+        it got. `echo_headers` answers with the request's headers as JSON, as a
+        debugging proxy does (the Authorization header included).
         """
-        answer = _ScriptedAnswer(status, dict(headers or {}), body)
+        answer = _ScriptedAnswer(status, dict(headers or {}), body, filler_bytes, echo_headers)
         with self._cond:
             self._scripted.extend([answer] * n)
 
@@ -253,6 +263,12 @@ class UpstreamServer:
             return list(self._errors)
 
     @property
+    def answer_bytes_sent(self) -> list[int]:
+        """Body bytes written for each answer with filler_bytes, in order."""
+        with self._cond:
+            return list(self._answer_bytes_sent)
+
+    @property
     def attempts(self) -> list[Attempt]:
         with self._cond:
             return list(self._attempts)
@@ -301,6 +317,7 @@ class UpstreamServer:
             self._rejected_ids = frozenset()
             self._rejected_status = 422
             self._failing_projects.clear()
+            self._answer_bytes_sent.clear()
         self.max_body_bytes = None
         self.delay = 0.0
         self.retry_after = None
@@ -329,7 +346,12 @@ class UpstreamServer:
         except _Answer as answer:
             self._record_attempt(Attempt(arrived, method, path, answer.status, answer.reason,
                                          _best_effort_ids(raw, headers)))
-            handler.send_json(answer.status, answer.body, answer.headers)
+            if answer.filler_bytes:
+                sent = handler.send_streamed(answer.status, answer.body, answer.headers, answer.filler_bytes)
+                with self._cond:
+                    self._answer_bytes_sent.append(sent)
+            else:
+                handler.send_json(answer.status, answer.body, answer.headers)
             return
 
         with self._cond:
@@ -346,7 +368,7 @@ class UpstreamServer:
         with self._cond:
             scripted = self._scripted.popleft() if self._scripted else None
         if scripted is not None:
-            raise self._scripted_answer(scripted)
+            raise self._scripted_answer(scripted, headers)
 
         route = ROUTE.match(path)
         if route is None:
@@ -384,13 +406,15 @@ class UpstreamServer:
             raise _Answer(rejected_status, {"detail": bad}, "rejected_ids")
         return project, body, call_ids
 
-    def _scripted_answer(self, scripted: _ScriptedAnswer) -> _Answer:
+    def _scripted_answer(self, scripted: _ScriptedAnswer, request_headers: dict[str, str]) -> _Answer:
         headers = dict(scripted.headers)
         has_retry_after = any(k.lower() == "retry-after" for k in headers)
         if self.retry_after is not None and scripted.status in (429, 503) and not has_retry_after:
             headers["Retry-After"] = self.retry_after
         body = scripted.body if scripted.body is not None else {"detail": "injected fault"}
-        return _Answer(scripted.status, body, "fail_next", headers)
+        if scripted.echo_headers:
+            body = {"detail": "request refused", "request_headers": request_headers}
+        return _Answer(scripted.status, body, "fail_next", headers, scripted.filler_bytes)
 
     def _authorized(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.partition(" ")
@@ -465,6 +489,14 @@ def _loc_str(loc: list) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _payload(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
 def _best_effort_ids(raw: bytes, headers: dict[str, str]) -> list[str]:
     """Call ids of a request we did not process, for Attempt records."""
     try:
@@ -525,22 +557,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.readline()  # CRLF after each chunk
 
     def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(body, bytes):
-            payload = body
-        elif isinstance(body, str):
-            payload = body.encode()
-        else:
-            payload = json.dumps(body).encode()
+        payload = _payload(body)
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
+            self._send_head(status, len(payload), headers)
             self.wfile.write(payload)
         except OSError:
             self.close_connection = True  # client gave up (e.g. its timeout); nothing to answer
+
+    def send_streamed(self, status: int, body: Any, headers: dict[str, str], filler_bytes: int) -> int:
+        """The body, then filler_bytes of filler, until the client stops reading; returns body bytes written."""
+        payload = _payload(body)
+        chunk = b"x" * 65536
+        sent = 0
+        self.close_connection = True
+        try:
+            self._send_head(status, len(payload) + filler_bytes, headers)
+            self.wfile.write(payload)
+            sent = len(payload)
+            while sent < len(payload) + filler_bytes:
+                piece = chunk[: len(payload) + filler_bytes - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+        except OSError:
+            pass  # the client closed the connection: it read what it wanted
+        return sent
+
+    def _send_head(self, status: int, length: int, headers: dict[str, str] | None) -> None:
+        headers = headers or {}
+        self.send_response(status)
+        if not any(name.lower() == "content-type" for name in headers):
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
 
     def drop_connection(self) -> None:
         """Close without answering, as a crashed server would."""

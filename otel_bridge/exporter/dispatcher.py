@@ -2,7 +2,9 @@
 
     sent or dead-lettered        -> ack (deleted from the queue)
     401/403 (ProjectBlocked)     -> nack, and the project is paused: other projects keep flowing, and
-                                    the project is tried again every exporter.retry.max_interval
+                                    the project is tried again every exporter.retry.max_interval; the
+                                    receivers refuse its spans meanwhile (PERMISSION_DENIED / 403)
+    long Retry-After (Throttled) -> nack, and the project waits as long as the upstream asked
     shutdown (cancelled)         -> nack: it stays queued, in the file when the queue is durable
     anything unexpected          -> nack, logged, the consumer waits a moment
 
@@ -17,7 +19,7 @@ import time
 
 from otel_bridge.config import Batch as BatchConfig
 from otel_bridge.notation import format_duration
-from otel_bridge.errors import ProjectBlockedError, ProjectInRetry, QueueError
+from otel_bridge.errors import ProjectBlockedError, ProjectInRetry, ProjectThrottled, QueueError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.telemetry.metrics import Metrics
@@ -76,12 +78,16 @@ class Dispatcher:
                 raise
             except ProjectInRetry:
                 self.queue.nack(batch)  # its project is held until the batch in retry is settled
+            except ProjectThrottled as exc:
+                self.queue.nack(batch)
+                self.queue.pause(batch.project, exc.seconds, reason="throttled")
+                log.warning("%s; %d calls for %s stay queued until then", exc, len(batch.calls), batch.project)
             except ProjectBlockedError as exc:
                 self.queue.nack(batch)
                 self.queue.pause(batch.project, self.blocked_retry_interval)
                 log.error(
                     "delivery to %s is stopped: %s. Its calls are kept (%d in this batch) and tried again every %s "
-                    "(exporter.retry.max_interval); other projects keep flowing",
+                    "(exporter.retry.max_interval), its new spans are refused meanwhile; other projects keep flowing",
                     batch.project,
                     exc,
                     len(batch.calls),

@@ -1,11 +1,13 @@
 """The queue between mapping and delivery. It is also the batch buffer: calls wait here, per project,
 until a batch is full or has lingered `flush_interval`, so no call sits anywhere else.
 
-    put(calls by project)  -> all or nothing, stored before it returns; QueueFullError past max_bytes
+    put(calls by project)  -> all or nothing, stored before it returns; QueueFullError past max_bytes, or
+                              past a project's share of it (max_project_share)
     take(...)              -> a Batch of one project's oldest calls, held "in flight"
     ack(batch)             -> delivered or dead-lettered: delete it from the store
     nack(batch)            -> not delivered: back to the front of its project, for a later take
-    pause(project, s)      -> take() skips the project for s seconds (its API key is refused)
+    pause(project, s, why) -> take() skips the project for s seconds: its API key is refused ("blocked"),
+                              or the upstream asked it to wait ("throttled", Retry-After)
 
 One `CallQueue` keeps the order, the sizes and the batching in memory; where the calls themselves live
 is its store's business. `MemoryStore` keeps them in process memory. `SqliteStore` keeps them in SQLite
@@ -26,6 +28,7 @@ import asyncio
 import fcntl
 import logging
 import math
+import os
 import sqlite3
 import sys
 import time
@@ -153,13 +156,16 @@ class SqliteStore:
         self.description = f"SQLite in {self.directory}"
         try:
             make_private_dirs(self.directory)
-            self._lock = open_private(self.directory / "lock")
+            # The lock is on the directory itself, not on a file in it: a lock file can be deleted (by hand,
+            # by a cleanup job) while its bridge runs, and the next bridge would then lock a new one and share
+            # the queue. The directory cannot go while the queue file is in it.
+            self._lock = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise ConfigError(f"exporter.queue.directory {str(directory)!r} is not usable: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            os.close(self._lock)
             raise ConfigError(
                 f"exporter.queue.directory {str(directory)!r} is in use by another otel-bridge process; "
                 "give each bridge its own directory"
@@ -169,7 +175,7 @@ class SqliteStore:
             open_private(self.directory / self.FILE_NAME).close()
             self._db = self._connect(self.directory / self.FILE_NAME)
         except BaseException:
-            self._lock.close()
+            os.close(self._lock)
             raise
         self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
         self._remaining: dict[int, int] = {}  # row id -> its calls not yet removed
@@ -307,26 +313,32 @@ class SqliteStore:
             await self._writer
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown()
-        self._lock.close()
+        os.close(self._lock)
 
 
 class _Project:
     """One project's queued calls: (enqueued at, size, ref), oldest first."""
 
-    __slots__ = ("entries", "nbytes", "paused_until")
+    __slots__ = ("entries", "nbytes", "paused_until", "paused_for")
 
     def __init__(self) -> None:
         self.entries: deque[tuple[float, int, Any]] = deque()
         self.nbytes = 0
         self.paused_until = 0.0
+        self.paused_for = ""
 
 
 class CallQueue:
     """Calls per project in arrival order, bounded by the bytes they hold (queued and in flight)."""
 
-    def __init__(self, store: Store, *, max_bytes: int) -> None:
+    def __init__(self, store: Store, *, max_bytes: int, max_project_share: float = 1.0) -> None:
         self.store = store
         self.max_bytes = max_bytes
+        self.max_project_share = max_project_share
+        self.max_project_bytes = int(max_bytes * max_project_share)
+        # Bytes each project holds (queued, in flight, being committed): one project whose calls cannot be
+        # delivered fills its share, never the whole queue.
+        self._project_bytes: dict[str, int] = {}
         # Dicts keep insertion order: the first project is the one whose turn it is (see _pop).
         self._projects: dict[str, _Project] = {}
         self._queued_bytes = 0
@@ -340,6 +352,7 @@ class CallQueue:
         # Calls kept from an earlier run are due at once: they have waited long enough.
         for project, nbytes, ref in store.recover():
             self._append(project, -math.inf, nbytes, ref)
+            self._project_bytes[project] = self._project_bytes.get(project, 0) + nbytes
 
     @property
     def size_bytes(self) -> int:
@@ -363,18 +376,43 @@ class CallQueue:
                 retry_after=QUEUE_FULL_RETRY_AFTER,
             )
 
+    def _check_project_share(self, added: dict[str, int]) -> None:
+        for project, nbytes in added.items():
+            held = self._project_bytes.get(project, 0)
+            if held + nbytes > self.max_project_bytes:
+                raise QueueFullError(
+                    f"the queue's share for project {project} is full ({held} of {self.max_project_bytes} bytes, "
+                    f"exporter.queue.max_project_share = {self.max_project_share:g} of exporter.queue.max_bytes): "
+                    "the upstream accepts its calls slower than they arrive, or not at all; retry later",
+                    retry_after=QUEUE_FULL_RETRY_AFTER,
+                )
+
+    def _add_project_bytes(self, added: dict[str, int], sign: int) -> None:
+        for project, nbytes in added.items():
+            left = self._project_bytes.get(project, 0) + sign * nbytes
+            if left:
+                self._project_bytes[project] = left
+            else:
+                self._project_bytes.pop(project, None)
+
     async def put(self, calls: dict[str, list[bytes]]) -> None:
         """Store all the calls or none; returns once they are stored (committed, for a durable store)."""
-        added = sum(len(call) for project_calls in calls.values() for call in project_calls)
+        by_project = {project: sum(map(len, project_calls)) for project, project_calls in calls.items()}
+        added = sum(by_project.values())
         self.check_room(added)
+        self._check_project_share(by_project)
         self._reserved_bytes += added
+        self._add_project_bytes(by_project, +1)
         # Shielded: once the store has the calls, they must reach the index even if the caller is
         # cancelled (an exporter's deadline), or they would sit in the store unsent until a restart.
-        await asyncio.shield(self._store_and_index(calls, added))
+        await asyncio.shield(self._store_and_index(calls, added, by_project))
 
-    async def _store_and_index(self, calls: dict[str, list[bytes]], added: int) -> None:
+    async def _store_and_index(self, calls: dict[str, list[bytes]], added: int, by_project: dict[str, int]) -> None:
         try:
             refs = await self.store.append(calls)
+        except BaseException:
+            self._add_project_bytes(by_project, -1)
+            raise
         finally:
             self._reserved_bytes -= added
         now = time.monotonic()
@@ -397,13 +435,20 @@ class CallQueue:
         self._flushing = True
         self._changed.set()
 
-    def pause(self, project: str, seconds: float) -> None:
-        """take() skips the project for `seconds`; its calls stay queued."""
+    def pause(self, project: str, seconds: float, reason: str = "blocked") -> None:
+        """take() skips the project for `seconds`; its calls stay queued. `reason`: "blocked" (the upstream
+        refuses its API key: the receivers refuse its spans meanwhile) or "throttled" (Retry-After)."""
         state = self._projects.get(project)
         if state is None:
             state = self._projects[project] = _Project()
         state.paused_until = time.monotonic() + seconds
+        state.paused_for = reason
         self._changed.set()
+
+    def blocked(self, project: str) -> bool:
+        """Whether the upstream refused the project's API key within the last pause."""
+        state = self._projects.get(project)
+        return state is not None and state.paused_for == "blocked" and state.paused_until > time.monotonic()
 
     def hold(self, project: str) -> bool:
         """take() skips the project until release(): one of its batches waits to be retried, and more
@@ -418,9 +463,9 @@ class CallQueue:
         self._held.discard(project)
         self._changed.set()
 
-    def paused_projects(self) -> list[str]:
+    def paused_projects(self, reason: str = "blocked") -> list[str]:
         now = time.monotonic()
-        return [project for project, state in self._projects.items() if state.paused_until > now]
+        return [p for p, state in self._projects.items() if state.paused_until > now and state.paused_for == reason]
 
     def _ready(self, max_calls: int, max_bytes: int, linger: float) -> tuple[str | None, float]:
         """The project to take from now, else how long until one may be due."""
@@ -491,6 +536,7 @@ class CallQueue:
     def ack(self, batch: Batch) -> None:
         """The batch was delivered or dead-lettered: delete it."""
         self._done(batch.nbytes, len(batch.calls))
+        self._add_project_bytes({batch.project: batch.nbytes}, -1)
         self.store.remove(batch.refs)
         self._changed.set()
 
@@ -521,10 +567,10 @@ class CallQueue:
         await self.store.close()
 
 
-def open_queue(directory: str | None, *, max_bytes: int) -> CallQueue:
+def open_queue(directory: str | None, *, max_bytes: int, max_project_share: float = 1.0) -> CallQueue:
     """The queue `exporter.queue` describes: durable in `directory`, else in memory."""
     store: Store = SqliteStore(directory) if directory else MemoryStore()
-    queue = CallQueue(store, max_bytes=max_bytes)
+    queue = CallQueue(store, max_bytes=max_bytes, max_project_share=max_project_share)
     if queue.size_calls:
         log.info(
             "resuming delivery of %d calls (%d bytes) kept in %s", queue.size_calls, queue.size_bytes, store.description

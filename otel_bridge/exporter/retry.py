@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from otel_bridge.errors import ProjectInRetry, RetriesExhaustedError, RetryableError
+from otel_bridge.errors import ProjectInRetry, ProjectThrottled, RetriesExhaustedError, RetryableError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.queue import Batch
 from otel_bridge.telemetry.metrics import Metrics
@@ -88,7 +88,14 @@ class RetrySender:
 
     def _wait_for_retry(self, batch: Batch, exc: RetryableError, attempt: int, deadline: float | None) -> float:
         """How long to wait before the next attempt; raises when that would pass the deadline."""
-        wait = next_wait(next_backoff(attempt, self.initial_interval, self.max_interval, self._rand), exc.retry_after)
+        backoff = next_backoff(attempt, self.initial_interval, self.max_interval, self._rand)
+        wait = next_wait(backoff, exc.retry_after)
+        if deadline is not None and self._clock() + wait > deadline and wait > backoff:
+            # The server said when to come back: that is not a failure to give up on. The batch waits in
+            # the queue, not in a consumer, and starts a new deadline then.
+            raise ProjectThrottled(
+                f"the upstream asked to wait {wait:.0f}s (Retry-After), past the retry deadline: {exc}", seconds=wait
+            ) from None
         if deadline is not None and self._clock() + wait > deadline:
             raise RetriesExhaustedError(
                 f"no more retries left (exporter.retry.max_elapsed_time): {exc}", status=exc.status, answer=exc.answer

@@ -58,6 +58,13 @@ class MappedRequest:
         if len(self.reasons) < _MAX_REASONS:
             self.reasons.append(f"span {short_hex(span.span_id) or '(no id)'}: {reason}")
 
+    def refuse_project(self, project: str, reason: str) -> int:
+        """Take out every call of `project`, rejected with `reason`; returns how many."""
+        count = len(self.calls.pop(project, ()))
+        self.rejected += count
+        self.reasons.insert(0, f"{count} spans for {project}: {reason}")
+        return count
+
     def error_message(self) -> str:
         """The partial_success message: how many were rejected and the first reasons, then the limits hit
         (a warning: those spans were kept)."""

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_bridge.config import GrpcReceiver
-from otel_bridge.errors import BadRequestError, QueueError
+from otel_bridge.errors import BadRequestError, ProjectRefusedError, QueueError
 from otel_bridge.pipeline import Pipeline
 from otel_bridge.receiver.status import grpc_trailing_metadata, status_of
 from otel_bridge.receiver import PROJECT_HEADER, describe_security
@@ -50,7 +50,7 @@ class _TraceService:
                     header_project = value
             try:
                 result = await self.pipeline.export(data, header_project=header_project, transport="grpc")
-            except (BadRequestError, QueueError) as exc:
+            except (BadRequestError, QueueError, ProjectRefusedError) as exc:
                 if isinstance(exc, BadRequestError):
                     self.pipeline.metrics.receiver("grpc").request_refused("bad_request")
                 # The status is set and the call returns, rather than context.abort(): abort raises, and that

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_bridge.config import HttpReceiver
-from otel_bridge.errors import BadRequestError, QueueError
+from otel_bridge.errors import BadRequestError, ProjectRefusedError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
 from otel_bridge.http_server import HttpServer
 from otel_bridge.decode.logs import parse_otlp_logs_json
@@ -175,7 +175,7 @@ def otlp_http_app(
                 result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
             except BadRequestError as exc:  # protobuf bytes that do not decode
                 raise _Refused(400, "bad_request", str(exc)) from None
-            except QueueError as exc:  # counted by the pipeline, as refused spans
+            except (QueueError, ProjectRefusedError) as exc:  # counted by the pipeline, as refused spans
                 status = status_of(exc)
                 body = codec.encode(status_pb2.Status(code=status.grpc_code.value[0], message=status.message))
                 return web.Response(

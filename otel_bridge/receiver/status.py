@@ -4,6 +4,7 @@ https://opentelemetry.io/docs/specs/otlp/#failures-1 (HTTP: 429, 502, 503, 504 a
 
     error                 gRPC                 HTTP   exporter
     BadRequestError       INVALID_ARGUMENT     400    drops the request                        (not retryable)
+    ProjectRefusedError   PERMISSION_DENIED    403    drops the request                        (not retryable)
     OversizedRequestError RESOURCE_EXHAUSTED   413    drops the request (no RetryInfo)         (not retryable)
     QueueError            UNAVAILABLE          503    retries, after RetryInfo / Retry-After   (retryable)
     anything else         INTERNAL             500    drops the request                        (not retryable)
@@ -23,7 +24,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from otel_bridge.errors import BadRequestError, OversizedRequestError, QueueError
+from otel_bridge.errors import BadRequestError, OversizedRequestError, ProjectRefusedError, QueueError
 
 __all__ = ["WireStatus", "status_of", "grpc_trailing_metadata", "http_headers"]
 
@@ -40,6 +41,8 @@ class WireStatus:
 _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     # Not retryable: the same bytes will never decode.
     (BadRequestError, grpc.StatusCode.INVALID_ARGUMENT, 400),
+    # Not retryable while it lasts: the upstream refuses these projects' API key (it is re-probed).
+    (ProjectRefusedError, grpc.StatusCode.PERMISSION_DENIED, 403),
     # Not retryable: the request is larger than the whole queue, so it would never fit.
     (OversizedRequestError, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     # Retryable: the queue frees space as the upstream accepts calls.

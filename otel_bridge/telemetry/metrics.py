@@ -48,7 +48,8 @@ class Metrics:
         )
         self.refused_spans = Counter(
             "otelbridge_receiver_refused_spans",
-            "Spans rejected (reason=invalid: partial success) or refused (reason=queue_full, queue_error: retry later).",
+            "Spans rejected (reason=invalid: partial success; project_refused: the upstream refuses the project's key) "
+            "or refused (reason=queue_full, queue_error: retry later).",
             ["transport", "reason"],
             registry=r,
         )
