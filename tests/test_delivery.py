@@ -231,7 +231,10 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     provider = TracerProvider(resource=Resource.create({"wandb.entity": "acme", "wandb.project": "agents"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=bridge.grpc_endpoint, insecure=True)))
     threading.Timer(0.5, upstream.set_down, [False]).start()
-    with provider.get_tracer("t").start_as_current_span("sent while full") as sdk_span:
+    # Larger than the room a refused 10-span request leaves (over 10,000 bytes are taken), so it is refused
+    # whatever the exact size of the calls queued before it.
+    padding = {"padding": "x" * 12_000}
+    with provider.get_tracer("t").start_as_current_span("sent while full", attributes=padding) as sdk_span:
         pass
     provider.shutdown()
     sdk_id = format(sdk_span.get_span_context().span_id, "016x")
