@@ -72,6 +72,8 @@ class Pipeline:
     def _count_cuts(self, mapped: MappedRequest) -> None:
         for limit, count in mapped.limit_hits.items():
             self.metrics.limit_hits.labels(limit=limit).inc(count)
+        for kind, count in mapped.value_warnings.items():
+            self.metrics.unused_values.labels(kind=kind).inc(count)
         if mapped.redacted_values:
             self.metrics.redactions.labels(kind="value").inc(mapped.redacted_values)
         if mapped.dropped_keys:

@@ -7,6 +7,7 @@ Routing, first that applies: resource attributes `wandb.entity` + `wandb.project
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,12 @@ _LIMIT_WARNINGS = {
     "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
     "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
 }
+# Values the mapping could not use (they stay in otel_dump): kind -> text.
+_VALUE_WARNINGS = {
+    "token_count": "{n} token counts that are not non-negative integers left out of summary.usage",
+    "model_name": "{n} model names that are not strings not used as the usage key",
+    "override_time": "{n} override times (started_at/ended_at) not applied: unreadable, or ending before the start",
+}
 
 
 @dataclass(slots=True)
@@ -52,7 +59,8 @@ class MappedRequest:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     limit_hits: dict[str, int] = field(default_factory=dict)  # mapping.limits key -> what it cut
-    warnings: list[str] = field(default_factory=list)
+    value_warnings: Counter = field(default_factory=Counter)  # kind (_VALUE_WARNINGS) -> values not used
+    warnings: list[str] = field(default_factory=list)  # the limits hit, as text
     redacted_values: int = 0
     dropped_keys: int = 0
 
@@ -75,6 +83,10 @@ class MappedRequest:
             parts.append(f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail)
         if self.warnings:
             parts.append("limits hit, spans kept: " + "; ".join(self.warnings))
+        if self.value_warnings:
+            # In the table's order, as the limits.
+            not_used = [text.format(n=self.value_warnings[k]) for k, text in _VALUE_WARNINGS.items() if k in self.value_warnings]
+            parts.append("values not used, spans kept (otel_dump has them): " + "; ".join(not_used))
         return ". ".join(parts)
 
 
@@ -120,13 +132,17 @@ def map_request(
                 reason = NO_PROJECT
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
+            scope_rules = rules.for_scope(scope["name"])
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
                     result.reject(span, reason)
                     continue
                 try:
-                    call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
+                    call = map_span(
+                        span, project_id=project_id, resource=resource, scope=scope, rules=scope_rules,
+                        warnings=result.value_warnings,
+                    )
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:
                     result.reject(span, str(exc))

@@ -45,6 +45,12 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.unused_values = Counter(
+            "otelbridge_mapping_unused_values",
+            "Values the mapping could not use (kind=token_count, model_name, override_time); otel_dump keeps them.",
+            ["kind"],
+            registry=r,
+        )
         self.redactions = Counter(
             "otelbridge_mapping_redactions",
             "Strings where a redaction rule replaced a match (kind=value), attributes dropped by key (kind=attribute).",
