@@ -99,8 +99,19 @@ class Tls(_Section):
     client_ca_file: str | None = None
 
 
+def _trimmed(value: Any) -> Any:
+    # A secret read from a file or a Kubernetes Secret often ends in a newline: kept, it makes every client
+    # 401 (a bearer token) or is sent inside Basic auth (the API key). No credential has surrounding spaces.
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value.strip() if isinstance(value, str) else value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_trimmed)]
+
+
 class Auth(_Section):
-    bearer_token: SecretStr
+    bearer_token: Secret
 
     @field_validator("bearer_token")
     @classmethod
@@ -152,7 +163,7 @@ def _env_or(name: str, default: str) -> str:
 
 class WeaveExporter(_Section):
     base_url: str = Field(default_factory=lambda: _env_or("WF_TRACE_SERVER_URL", "https://trace.wandb.ai"))
-    api_key: SecretStr = Field(default_factory=lambda: SecretStr(os.environ.get("WANDB_API_KEY", "")))
+    api_key: Secret = Field(default_factory=lambda: SecretStr(os.environ.get("WANDB_API_KEY", "")))
     project: str = Field(default_factory=lambda: os.environ.get("WEAVE_PROJECT", ""))
     timeout: Duration = Field(30.0, gt=0)
 
@@ -443,17 +454,25 @@ class Settings(_Section):
         return self.model_dump(mode="json")
 
 
-_ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `$$`, a well-formed reference, or any other `${` (malformed: refused). A default holds no braces, and a
+# reference followed by `}` is refused too: `${env:X:-team/p}}` is a typo, never the default `team/p}`.
+_ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^{}]*))?\}(?!\})|\$\{")
+_SHOWN_REFERENCE = re.compile(r"\$\{[^}]{0,60}\}*")
+_ENV_FORM = "expected ${env:NAME} or ${env:NAME:-default} (NAME: letters, digits, _; write $$ for a literal $)"
 
 
-def expand_env(value: Any, environ: dict[str, str] | None = None) -> Any:
-    """Expand `${env:NAME}` / `${env:NAME:-default}` in every string of a YAML tree; `$$` is a literal `$`."""
+def expand_env(value: Any, environ: dict[str, str] | None = None, path: str = "") -> Any:
+    """Expand `${env:NAME}` / `${env:NAME:-default}` in every string of a YAML tree; `$$` is a literal `$`.
+    Raises ConfigError naming the key for any other `${`."""
     env = os.environ if environ is None else environ
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
+            if match.group(1) is None:
+                reference = _SHOWN_REFERENCE.match(value, match.start()).group(0)  # type: ignore[union-attr]
+                raise ConfigError(f"`{path or '<top level>'}`: malformed reference {reference!r}: {_ENV_FORM}")
             found = env.get(match.group(1), "")
             if not found and match.group(2) is not None:
                 return match.group(2)
@@ -461,9 +480,9 @@ def expand_env(value: Any, environ: dict[str, str] | None = None) -> Any:
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, env) for k, v in value.items()}
+        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, env) for v in value]
+        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -480,6 +499,40 @@ def _describe(error: dict[str, Any]) -> str:
     return f"`{path}` ({shown!r}): {message}"
 
 
+# What a config may hold once its aliases are expanded: a hand-written one holds hundreds of values, and
+# nested aliases ("billion laughs") would otherwise take minutes and gigabytes to expand and validate.
+MAX_EXPANDED_YAML_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand it past MAX_EXPANDED_YAML_NODES."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        sizes: dict[int, int] = {}  # id(node) -> its expanded size; -1 while being counted
+
+        def expanded(node: yaml.Node) -> int:
+            size = sizes.get(id(node))
+            if size == -1:
+                raise ConfigError(f"YAML alias refers to itself (line {node.start_mark.line + 1})")
+            if size is None:
+                sizes[id(node)] = -1
+                size = 1
+                if isinstance(node, yaml.SequenceNode):
+                    size += sum(expanded(item) for item in node.value)
+                elif isinstance(node, yaml.MappingNode):
+                    size += sum(expanded(key) + expanded(value) for key, value in node.value)
+                if size > MAX_EXPANDED_YAML_NODES:
+                    raise ConfigError(
+                        f"YAML aliases expand the document past {MAX_EXPANDED_YAML_NODES} values "
+                        f"(at line {node.start_mark.line + 1}): refusing to expand it"
+                    )
+                sizes[id(node)] = size
+            return size
+
+        expanded(node)
+        return super().construct_document(node)
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Load and validate settings; no path means built-in defaults (and their environment variables)."""
     raw: Any = {}
@@ -491,15 +544,21 @@ def load_settings(path: str | Path | None = None) -> Settings:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_BoundedLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a mapping of sections at the top level, found {type(raw).__name__}")
     try:
-        return Settings.model_validate(expand_env(raw))
+        expanded = expand_env(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid configuration in {source}:\n  - {exc}") from None
+    try:
+        return Settings.model_validate(expanded)
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors(include_url=False)]
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(f"  - {p}" for p in problems)) from None

@@ -152,3 +152,80 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def _billion_laughs(levels: int) -> str:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    """Issue 12.6: six levels expand to half a million strings (nine: 387 million); refused at once."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_billion_laughs(6))
+    with pytest.raises(ConfigError, match=r"aliases expand the document past 100000 values \(at line \d+\)"):
+        load_settings(path)
+    (tmp_path / "self.yaml").write_text("a: &a [*a]\n")
+    with pytest.raises(ConfigError, match=r"alias refers to itself \(line 1\)"):
+        load_settings(tmp_path / "self.yaml")
+
+
+def test_check_config_refuses_the_bomb_quickly(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_billion_laughs(9))
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_bridge", "check-config", "--config", str(path)], capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 2 and "aliases expand the document" in done.stderr
+
+
+def test_ordinary_aliases_still_work(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text("receiver:\n  grpc: {auth: &auth {bearer_token: t0ken}}\n  http: {auth: *auth}\n")
+    receiver = load_settings(path).receiver
+    assert receiver.http.auth.bearer_token.get_secret_value() == "t0ken"
+    assert receiver.grpc.auth == receiver.http.auth
+
+
+def test_secrets_from_the_environment_are_trimmed(tmp_path, monkeypatch):
+    """Issue 12.18: a Secret mounted from a file ends in a newline; kept, it makes every client 401."""
+    monkeypatch.setenv("OTEL_BRIDGE_TEST_TOKEN", "t0ken\n")
+    monkeypatch.setenv("WANDB_API_KEY", "  k-123\r\n")
+    path = tmp_path / "c.yaml"
+    path.write_text('receiver:\n  http: {auth: {bearer_token: "${env:OTEL_BRIDGE_TEST_TOKEN}"}}\n')
+    settings = load_settings(path)
+    assert settings.receiver.http.auth.bearer_token.get_secret_value() == "t0ken"
+    assert settings.exporter.weave.api_key.get_secret_value() == "k-123"
+    monkeypatch.setenv("OTEL_BRIDGE_TEST_TOKEN", " \n")
+    with pytest.raises(ConfigError, match="bearer_token.*must not be empty"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("${env:RT-KEY}", "${env:RT-KEY}"),  # not a variable name
+        ("${env:X:-team/p}}", "${env:X:-team/p}}"),  # a stray brace
+        ("${WEAVE_PROJECT}", "${WEAVE_PROJECT}"),  # the shell's form, not the Collector's
+        ("${env:X", "${env:X"),  # unclosed
+        ("team/${env:X:-{p}}", "${env:X:-{p}}"),  # braces in the default
+    ],
+)
+def test_malformed_env_references_are_refused_with_the_key(tmp_path, value, shown):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"exporter:\n  weave:\n    project: '{value}'\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert f"`exporter.weave.project`: malformed reference {shown!r}" in str(error.value)
+    assert "${env:NAME:-default}" in str(error.value)
+
+
+def test_env_references_in_lists_name_the_item(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mapping:\n  redact:\n    keys: [ok, '${env:A B}']\n")
+    with pytest.raises(ConfigError, match=r"`mapping\.redact\.keys\[1\]`: malformed reference"):
+        load_settings(path)

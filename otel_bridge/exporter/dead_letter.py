@@ -18,6 +18,7 @@ import orjson
 
 from otel_bridge.errors import ExportError
 from otel_bridge.exporter.queue import Batch
+from otel_bridge.private_files import make_private_dirs, open_private
 
 __all__ = ["DeadLetterFile"]
 
@@ -53,6 +54,6 @@ class DeadLetterFile:
             await asyncio.to_thread(self._append, lines)
 
     def _append(self, lines: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as file:
+        make_private_dirs(self.path.parent)
+        with open_private(self.path) as file:
             file.write(lines)

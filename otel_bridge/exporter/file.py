@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from otel_bridge.exporter.queue import Batch
+from otel_bridge.private_files import make_private_dirs, open_private
 
 __all__ = ["FileSender"]
 
@@ -13,8 +14,8 @@ __all__ = ["FileSender"]
 class FileSender:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        make_private_dirs(self.path.parent)
+        self._file = open_private(self.path)
         self._lock = asyncio.Lock()
 
     async def send(self, batch: Batch) -> None:

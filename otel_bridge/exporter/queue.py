@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
+from otel_bridge.private_files import make_private_dirs, open_private
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "body_size", "QUEUE_FULL_RETRY_AFTER"]
 
@@ -177,8 +178,8 @@ class SqliteStore:
         self.directory = Path(directory)
         self.description = f"SQLite in {self.directory}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = (self.directory / "lock").open("w")
+            make_private_dirs(self.directory)
+            self._lock = open_private(self.directory / "lock")
         except OSError as exc:
             raise ConfigError(f"exporter.queue.directory {str(directory)!r} is not usable: {exc.strerror or exc}") from None
         try:
@@ -190,6 +191,8 @@ class SqliteStore:
                 "give each bridge its own directory"
             ) from None
         try:
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode.
+            open_private(self.directory / self.FILE_NAME).close()
             self._db = self._connect(self.directory / self.FILE_NAME)
         except BaseException:
             self._lock.close()
