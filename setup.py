@@ -9,7 +9,12 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("otel_bridge.decode._decode", ["otel_bridge/decode/_decode.c"], depends=["otel_bridge/decode/_text.h"], optional=True),
+        Extension(
+            "otel_bridge.decode._decode",
+            ["otel_bridge/decode/_decode.c"],
+            depends=["otel_bridge/decode/_text.h", "otel_bridge/decode/_otlp_fields.h"],
+            optional=True,
+        ),
         Extension(
             "otel_bridge.mapping._lookup",
             ["otel_bridge/mapping/_lookup.c"],

@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parent
 
 def ours_spans_per_second(payloads: list[bytes], seconds: float) -> float:
     from otel_bridge.config import Mapping
-    from otel_bridge.mapping import Mapper
+    from otel_bridge.pipeline import Mapper
 
     # As a bridge with the default mapping: section maps them, redaction and limits included.
     mapper = Mapper.from_config(Mapping())

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 
 from otel_bridge import decode
-from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, format_duration
+from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings
+from otel_bridge.notation import format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
 from otel_bridge.exporter.file import FileSender
@@ -22,8 +23,7 @@ from otel_bridge.exporter.timeout import TimeoutSender
 from otel_bridge.exporter.weave import WeaveSender
 from otel_bridge.telemetry.health import Health
 from otel_bridge.http_server import HttpServer
-from otel_bridge.mapping import Mapper
-from otel_bridge.pipeline import Pipeline
+from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
@@ -89,7 +89,10 @@ class Bridge:
         self.metrics = metrics or Metrics()
         exporter = settings.exporter
         self.queue = open_queue(exporter.queue.directory, max_bytes=exporter.queue_max_bytes)
-        self.metrics.queue_capacity_bytes.set(exporter.queue_max_bytes)
+        queue = self.queue
+        self.metrics.watch_queue(
+            lambda: queue.size_bytes, lambda: queue.size_calls, lambda: len(queue.paused_projects()), exporter.queue_max_bytes
+        )
         self.pipeline = Pipeline(
             queue=self.queue,
             mapper=Mapper.from_config(settings.mapping),

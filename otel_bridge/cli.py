@@ -16,7 +16,8 @@ from otel_bridge.config import load_settings
 from otel_bridge.project import PROJECT_FORM, parse_project
 from otel_bridge.errors import ConfigError
 from otel_bridge.telemetry.logs import setup_logging
-from otel_bridge.mapping import Mapper, as_config, build_rules
+from otel_bridge.mapping import as_config, build_rules
+from otel_bridge.pipeline import Mapper
 from otel_bridge.decode.otlp import parse_request
 
 __all__ = ["main"]

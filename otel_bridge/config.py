@@ -25,46 +25,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from otel_bridge.errors import ConfigError
+from otel_bridge.notation import format_duration, parse_duration, split_endpoint
 from otel_bridge.project import PROJECT_FORM, parse_project
 
-__all__ = [
-    "Settings",
-    "load_settings",
-    "parse_duration",
-    "format_duration",
-    "split_endpoint",
-]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> float:
-    """A Go-style duration ("500ms", "1m30s") or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 1s or 5m")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError("expected a duration such as 500ms, 1s or 5m")
-    text = value.strip()
-    if text == "0":
-        return 0.0
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {value!r}: expected a number with a unit (ns, us, ms, s, m, h), e.g. 500ms, 1s, 1m30s")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
-def format_duration(seconds: float) -> str:
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
-
+__all__ = ["Settings", "load_settings"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 
@@ -79,12 +46,6 @@ def _check_endpoint(value: str | None) -> str | None:
 
 
 Endpoint = Annotated[str, BeforeValidator(_check_endpoint)]
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """`host:port` -> (host, port); `[::]:4318` -> ("::", 4318)."""
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class _Section(BaseModel):
@@ -480,13 +441,13 @@ def expand_env(value: Any, environ: dict[str, str] | None = None, path: str = ""
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [expand_env(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     if error["type"] == "extra_forbidden":
         return f"`{path}`: unknown key"

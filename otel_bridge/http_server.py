@@ -11,7 +11,7 @@ import ssl
 
 from aiohttp import web
 
-from otel_bridge.config import split_endpoint
+from otel_bridge.notation import split_endpoint
 
 __all__ = ["HttpServer"]
 

@@ -25,7 +25,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from otel_bridge.config import Settings, split_endpoint
+from otel_bridge.config import Settings
+from otel_bridge.notation import split_endpoint
 
 __all__ = ["supervise", "worker_settings"]
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_bridge.config import Settings, load_settings, parse_duration
+from otel_bridge.config import Settings, load_settings
+from otel_bridge.notation import parse_duration
 from otel_bridge.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent

@@ -6,6 +6,9 @@ The C decoder must give the same results (test_decode_native.py compares the two
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -294,9 +297,10 @@ class _Recording(Sanitizer):
 
 
 def test_order_of_sanitizer_calls() -> None:
-    """Resource, scope, then per span: sanitizer.span (event names, link trace_states, name, trace_state, status
-    message), the span's attributes, each event's, each link's. The tallies do not depend on it, but the
-    order limits are first hit in is the order of the partial_success warnings."""
+    """Each message's fields in field-number order, as the C decoder meets them on the wire: resource
+    attributes, scope name, version, attributes, then per span: trace_state, name, attributes, each event
+    (name, attributes), each link (trace_state, attributes), the status message. The tallies do not depend
+    on it; the two decoders run one algorithm."""
     proto = span(
         "name", {"span.attr": "sa"}, status_code=2, status_message="status",
         events=[("ev1", {"e1": "ea1"}), ("ev2", {"e2": "ea2"})],
@@ -310,9 +314,26 @@ def test_order_of_sanitizer_calls() -> None:
     _decode(req, sanitizer)
     assert sanitizer.seen == [
         "ra", "sname", "sversion", "sa2",
-        "ev1", "ev2", "lts1", "lts2", "name", "ts", "status",
-        "sa", "ea1", "ea2", "la1", "la2",
+        "ts", "name", "sa", "ev1", "ea1", "ev2", "ea2", "lts1", "la1", "lts2", "la2", "status",
     ]
+
+
+def test_limits_are_counted_in_the_order_the_c_decoder_meets_them() -> None:
+    """A list's cut is counted when its message is done: an event's before its span's, a span's attributes
+    before its events and links, a resource's after its scopes."""
+    limits = SpanLimits(max_attribute_value_length=100, max_attributes=1, max_events=1, max_links=1, max_depth=5)
+    proto = span(
+        "s", {"a": 1, "b": 2},
+        events=[("ev", {"x": 1, "y": 2}), ("ev2", {})],
+        links=[(LINK_TRACE_ID, LINK_SPAN_ID, {"l": 1}), (LINK_TRACE_ID, LINK_SPAN_ID, {})],
+    )
+    data = request(proto, resource={"r1": 1, "r2": 2}).SerializeToString()
+    for decoder in {decode_request_python, decode.decode_request}:  # the C decoder too, when it is built
+        sanitizer = Sanitizer(limits, NO_REDACTION)
+        sp = _only_span(materialized(decoder(data, sanitizer)))
+        assert list(sanitizer.hits.items()) == [("max_attributes", 3), ("max_events", 1), ("max_links", 1)]
+        assert (sp.dropped_attributes_count, sp.dropped_events_count, sp.dropped_links_count) == (1, 1, 1)
+        assert sp.events[0]["dropped_attributes_count"] == 1
 
 
 # --- errors and count_spans -------------------------------------------------------------------------------------
@@ -355,9 +376,29 @@ def test_the_implementation_in_use_is_named() -> None:
     if decode.NATIVE:
         from otel_bridge.decode import _decode
 
-        assert (decode.decode_request, decode.count_spans) == (_decode.decode_request, _decode.count_spans)
+        assert (decode.decode_request, decode.count_spans) == (decode.decode_request_native, _decode.count_spans)
     else:
         assert (decode.decode_request, decode.count_spans) == (decode_request_python, count_spans_python)
+
+
+def test_the_c_decoders_field_numbers_are_the_descriptors() -> None:
+    """Every row of _otlp_fields.h names a field of the opentelemetry-proto descriptors, by its number."""
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    messages = {
+        "ExportTraceServiceRequest": ExportTraceServiceRequest, "ResourceSpans": trace_pb2.ResourceSpans,
+        "Resource": resource_pb2.Resource, "EntityRef": common_pb2.EntityRef, "ScopeSpans": trace_pb2.ScopeSpans,
+        "InstrumentationScope": common_pb2.InstrumentationScope, "Span": trace_pb2.Span, "Event": trace_pb2.Span.Event,
+        "Link": trace_pb2.Span.Link, "Status": trace_pb2.Status, "KeyValue": common_pb2.KeyValue,
+        "AnyValue": common_pb2.AnyValue, "ArrayValue": common_pb2.ArrayValue, "KeyValueList": common_pb2.KeyValueList,
+    }
+    header = (Path(decode.__file__).parent / "_otlp_fields.h").read_text()
+    rows = re.findall(r"X\((\w+), (\w+), (\d+)\)", header)
+    assert len(rows) > 50
+    for message, field, number in rows:
+        assert messages[message].DESCRIPTOR.fields_by_name[field].number == int(number), (message, field)
 
 
 # --- text_plan --------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _first_difference(a, b, path="outcome") -> str:
 
 
 def assert_same(data: bytes, limits: SpanLimits = DEFAULT_LIMITS, redaction=DEFAULT_REDACTION) -> tuple:
-    native = _outcome(_decode.decode_request, data, limits, redaction)
+    native = _outcome(decode.decode_request_native, data, limits, redaction)
     python = _outcome(decode.decode_request_python, data, limits, redaction)
     assert native == python, _first_difference(native, python)
     if native[0] == "ok":
@@ -190,7 +190,7 @@ def test_hostile_bytes_never_crash_and_are_refused_with_a_reason(data):
     # answer, never crash, and refuse only with the reason the bridge reports.
     sanitizer = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)
     try:
-        materialized(_decode.decode_request(data, sanitizer))
+        materialized(decode.decode_request_native(data, sanitizer))
     except BadRequestError as exc:
         assert "is not a protobuf ExportTraceServiceRequest" in str(exc)
         with pytest.raises(BadRequestError):

@@ -10,7 +10,6 @@ import json
 import signal
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest

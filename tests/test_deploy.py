@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 import otel_bridge
-from otel_bridge.config import Settings, load_settings, split_endpoint
+from otel_bridge.config import Settings, load_settings
+from otel_bridge.notation import split_endpoint
 
 ROOT = Path(__file__).parent.parent
 MANIFESTS = sorted((ROOT / "config" / "kubernetes").glob("*.yaml"))

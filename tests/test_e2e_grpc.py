@@ -72,9 +72,9 @@ def test_nested_trace_arrives_complete_and_exact(upstream, start_bridge):
     calls = upstream.calls_by_id()
     assert set(calls) == set(sent)
     assert upstream.duplicate_ids() == {}
-    for request in upstream.requests:
-        assert request.path == "/v2/acme/trips/calls/complete"
-        assert request.headers["authorization"].startswith("Basic ")
+    for sent_request in upstream.requests:
+        assert sent_request.path == "/v2/acme/trips/calls/complete"
+        assert sent_request.headers["authorization"].startswith("Basic ")
 
     by_name = {call["op_name"]: call for call in calls.values()}
     root, llm = by_name["invoke_agent planner"], by_name["chat gpt-4o"]

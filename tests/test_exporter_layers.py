@@ -23,6 +23,7 @@ from otel_bridge.errors import (
     RetryableError,
 )
 from otel_bridge.exporter.dead_letter import DeadLetterFile
+from otel_bridge.exporter.envelope import body
 from otel_bridge.exporter.retry import RetrySender, next_backoff, next_wait
 from otel_bridge.exporter.split import SplitSender
 from otel_bridge.exporter.timeout import TimeoutSender
@@ -246,7 +247,7 @@ def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
 def test_413_splits_until_every_request_fits(tmp_path):
     calls = [call(f"{i:04d}", inputs={"text": "x" * 100}) for i in range(40)]
     limit = 1500
-    inner = ScriptedSender(lambda batch: RequestTooLargeError("413") if len(batch.body()) > limit else None)
+    inner = ScriptedSender(lambda batch: RequestTooLargeError("413") if len(body(batch.calls)) > limit else None)
     metrics = Metrics()
     run(split_sender(inner, tmp_path, metrics=metrics).send(Batch("e/p", calls)))
     assert sorted(inner.accepted) == sorted(calls) and len(inner.accepted) == 40
@@ -326,7 +327,7 @@ def test_a_lone_call_over_the_limit_is_trimmed_with_a_marker(tmp_path):
 def test_a_lone_call_refused_with_413_is_trimmed_until_it_passes(tmp_path):
     big = call("big", inputs={"prompt": "p" * 50_000})
     upstream_limit = 12_000
-    inner = ScriptedSender(lambda batch: RequestTooLargeError("413") if len(batch.body()) > upstream_limit else None)
+    inner = ScriptedSender(lambda batch: RequestTooLargeError("413") if len(body(batch.calls)) > upstream_limit else None)
     run(split_sender(inner, tmp_path).send(Batch("e/p", [big])))
     (sent,) = inner.accepted
     assert len(sent) < upstream_limit

@@ -22,7 +22,8 @@ from test_hostile import EXPORT, SECRET_PART, SECRETS
 from test_mapping import assert_valid_calls
 
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.mapping import DEFAULT_RULES
+from otel_bridge.pipeline import map_request
 from otel_bridge.decode.redact import DEFAULT_REDACTION
 
 LONG_RUN_EXAMPLES = int(os.environ.get("OTEL_BRIDGE_FUZZ_EXAMPLES", "0"))

@@ -23,7 +23,8 @@ import otel_bridge.mapping.request as request_module
 from otel_bridge.project import PROJECT_FORM
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import DEFAULT_RULES, NO_PROJECT, map_request, map_span
+from otel_bridge.mapping import DEFAULT_RULES, NO_PROJECT, map_span
+from otel_bridge.pipeline import map_request
 from otel_bridge.decode.otlp import CONFLICT_KEY
 from otel_bridge.decode.redact import DEFAULT_REDACTION
 from otel_bridge.decode.sanitize import Sanitizer

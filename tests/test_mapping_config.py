@@ -17,7 +17,8 @@ from spans import request, span
 from otel_bridge.config import Settings, load_settings
 from otel_bridge.errors import ConfigError
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import build_rules, default_tables, map_request
+from otel_bridge.mapping import build_rules, default_tables
+from otel_bridge.pipeline import map_request
 from otel_bridge.decode.redact import DEFAULT_REDACTION
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from spans import START, request, span
 
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import DEFAULT_RULES, default_tables, map_request
+from otel_bridge.mapping import DEFAULT_RULES, default_tables
+from otel_bridge.pipeline import map_request
 from otel_bridge.decode.redact import DEFAULT_REDACTION
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "proto" / "calls-complete.schema.json").read_text())

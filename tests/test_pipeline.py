@@ -10,8 +10,7 @@ from spans import request, span
 
 from otel_bridge.config import Mapping
 from otel_bridge.errors import BadRequestError, OversizedRequestError
-from otel_bridge.mapping import Mapper
-from otel_bridge.pipeline import Pipeline
+from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import open_queue
 from otel_bridge.telemetry.metrics import Metrics, total
 

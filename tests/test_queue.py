@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from otel_bridge.errors import ConfigError, QueueFullError
-from otel_bridge.exporter.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, body_size, open_queue
+from otel_bridge.exporter.envelope import body, body_chunks, body_size
+from otel_bridge.exporter.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, open_queue
 
 LONG = 30.0  # a linger no test waits for
 
@@ -60,16 +61,16 @@ async def take_now(queue: CallQueue, *, max_calls: int = 1000, max_bytes: int = 
 def test_body_size_matches_batch_body() -> None:
     for n in range(0, 5):
         batch = Batch("e/p", calls("c", n))
-        assert body_size(sum(len(c) for c in batch.calls), n) == len(batch.body())
-        assert json.loads(batch.body()) == {"batch": [json.loads(c) for c in batch.calls]}
+        assert body_size(sum(len(c) for c in batch.calls), n) == len(body(batch.calls))
+        assert json.loads(body(batch.calls)) == {"batch": [json.loads(c) for c in batch.calls]}
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 10, 10**6])
 def test_body_chunks_make_the_body(chunk_bytes: int) -> None:
     for n in range(0, 5):
         batch = Batch("e/p", calls("c", n))
-        chunks = list(batch.body_chunks(chunk_bytes))
-        assert b"".join(chunks) == batch.body()
+        chunks = list(body_chunks(batch.calls, chunk_bytes))
+        assert b"".join(chunks) == body(batch.calls)
         assert len(chunks) <= n + 1
 
 
@@ -119,11 +120,11 @@ def test_batches_bounded_by_max_bytes(new_queue, call_size: int, n: int, max_byt
         assert [c for b in got for c in b.calls] == sent
         taken = 0
         for batch in got:
-            assert len(batch.body()) <= max_bytes
+            assert len(body(batch.calls)) <= max_bytes
             assert batch.nbytes == sum(len(c) for c in batch.calls)
             taken += len(batch.calls)
             if taken < n:  # the next call would not have fit: batches are as full as allowed
-                assert len(Batch("e/p", batch.calls + [sent[taken]]).body()) > max_bytes
+                assert len(body(batch.calls + [sent[taken]])) > max_bytes
 
     run(scenario)
 
@@ -132,11 +133,11 @@ def test_body_exactly_max_bytes_fits(new_queue) -> None:
     async def scenario() -> None:
         queue = new_queue(max_bytes=10**6)
         sent = calls("c", 3, size=40)
-        max_bytes = len(Batch("e/p", sent[:2]).body())  # two calls fill it exactly
+        max_bytes = len(body(sent[:2]))  # two calls fill it exactly
         await queue.put({"e/p": sent})
         batch = await take_now(queue, max_bytes=max_bytes)  # full by bytes: no linger
         assert batch.calls == sent[:2]
-        assert len(batch.body()) == max_bytes
+        assert len(body(batch.calls)) == max_bytes
 
     run(scenario)
 

@@ -27,7 +27,8 @@ import pytest
 
 from otel_bridge.config import Redact
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import DEFAULT_RULES, map_request
+from otel_bridge.mapping import DEFAULT_RULES
+from otel_bridge.pipeline import map_request
 from otel_bridge.mapping.usage import matches
 from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.decode.redact import compile_redaction
@@ -37,6 +38,17 @@ NO_REDACTION = compile_redaction(Redact(default_rules=False))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted(p for p in (ROOT / "tests" / "testdata" / "otlp").glob("*.json") if not p.name.endswith(".expected.json"))
+# The real frameworks' requests (tests/frameworks/recorded/, see test_frameworks.py); they name no project.
+RECORDINGS = sorted((ROOT / "tests" / "frameworks" / "recorded").glob("*.json"))
+RECORDING_PROJECT = "team/frameworks"
+
+
+def _requests() -> list[bytes]:
+    """Every fixture's request, then every recorded framework's, as protobuf bytes."""
+    requests = [parse_otlp_json(fixture.read_bytes()).SerializeToString() for fixture in FIXTURES]
+    for recording in RECORDINGS:
+        requests += [parse_otlp_json(json.dumps(t)).SerializeToString() for t in json.loads(recording.read_text())["traces"]]
+    return requests
 WEAVE_VERSION = "0.53.12"
 MISSING = object()
 Path_ = tuple[str, ...]
@@ -69,10 +81,9 @@ def corpus() -> Corpus:
         pytest.skip(reason)
     bridge: dict[str, dict[str, Any]] = {}
     job = []
-    for fixture in FIXTURES:
-        request = parse_otlp_json(fixture.read_bytes()).SerializeToString()
+    for request in _requests():
         mapped = map_request(
-            request, header_project=None, default_project="", rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=NO_REDACTION
+            request, header_project=None, default_project=RECORDING_PROJECT, rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=NO_REDACTION
         )
         assert mapped.rejected == 0, mapped.error_message()
         (project_id,) = mapped.calls

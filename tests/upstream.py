@@ -408,7 +408,7 @@ class UpstreamServer:
             try:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError, zlib.error) as exc:
-                raise self._invalid(method, path, 400, {"detail": "bad gzip body"}, f"bad gzip: {exc}")
+                raise self._invalid(method, path, 400, {"detail": "bad gzip body"}, f"bad gzip: {exc}") from None
         elif encoding != "identity":
             raise self._invalid(method, path, 415, {"detail": f"unsupported encoding {encoding}"},
                                 f"unsupported Content-Encoding {encoding!r}")
@@ -416,7 +416,7 @@ class UpstreamServer:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             detail = _detail(["body", 0], f"JSON decode error: {exc}", "json_invalid")
-            raise self._invalid(method, path, 422, {"detail": [detail]}, f"body is not JSON: {exc}")
+            raise self._invalid(method, path, 422, {"detail": [detail]}, f"body is not JSON: {exc}") from None
 
     def _violations(self, body: Any, project: str) -> list[dict[str, Any]]:
         details = [_schema_detail(e) for e in

@@ -1,28 +1,32 @@
 /* The OTLP trace decoder: ExportTraceServiceRequest bytes -> otel_bridge.decode.decoded, sanitized as it reads.
  *
- * decode.py's decode_request_python is the reference: this module produces the same values, tallies and
- * errors (tests/test_decode.py compares the two), several times faster, because reading protobuf fields
+ * reference.py's decode_request_python is the reference: the same algorithm (fields read in field-number
+ * order, lists read up to their limit and the rest counted), so the same values, tallies and errors
+ * (tests/test_decode_native.py compares the two), several times faster, because reading protobuf fields
  * through Python costs more than the whole wire walk here. Two passes over the bytes: `validate` checks
  * the wire format, the UTF-8 of every string field and the nesting depth as the protobuf runtime does, so
- * a request is refused whole or decoded whole; `build` then makes the Python objects. Limits and redaction
- * are the Sanitizer's: this reads its limits and calls its methods (text, blob, drops, nested, ...) only
- * where a value may change, which its `text_plan` says how to tell.
+ * a request is refused whole or decoded whole; `build` then makes the Python objects.
+ *
+ * What it takes from Python: at import, the types and helpers named in PyInit__decode; per request, one
+ * sanitize.NativeInterface tuple (limits, text_plan, key_verdicts and the Sanitizer's methods, read by
+ * position in ctx_init), whose methods it calls only where a value may change (text_plan says how to tell).
+ * Field numbers come from _otlp_fields.h.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 #include "_text.h"
+#include "_otlp_fields.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Module state: what the decoder takes from Python once.                                            */
 
-static PyObject *BadRequestError;            /* otel_bridge.errors.BadRequestError */
+static PyObject *refused, *upb_errors;       /* otel_bridge.decode.wire: the error for refused bytes */
 static PyObject *json_loads;                 /* orjson.loads */
 static PyObject *ResourceSpansType, *ScopeSpansType, *SpanType; /* otel_bridge.decode.decoded */
-static PyObject *key_shapes;                 /* key -> (parents tuple, last, has_index): keys repeat */
-static PyObject *s_dot, *s_conflict, *s_max_attributes, *s_max_events, *s_max_links, *s_max_depth;
-#define KEY_SHAPES_MAX 4096
+static PyObject *key_shapes, *key_shape_of;  /* otlp.KEY_SHAPES and otlp.key_shape: one cache for both decoders */
+static PyObject *s_conflict, *s_max_attributes, *s_max_events, *s_max_links;
 #define UINT32_MAX_COUNT 4294967295ULL
 /* The protobuf runtime refuses messages nested 100 deep (the request itself is level 0). */
 #define MAX_MESSAGE_DEPTH 100
@@ -140,28 +144,56 @@ typedef enum {
 /* What field `field` of `message` holds: a message kind, STRING_FIELD, or M_NONE (a scalar or unknown). */
 static int field_kind(Message message, uint32_t field) {
     switch (message) {
-    case M_REQUEST: return field == 1 ? M_RESOURCE_SPANS : M_NONE;
-    case M_RESOURCE_SPANS: return field == 1 ? M_RESOURCE : field == 2 ? M_SCOPE_SPANS : field == 3 ? STRING_FIELD : M_NONE;
-    case M_RESOURCE: return field == 1 ? M_KEY_VALUE : field == 3 ? M_ENTITY_REF : M_NONE;
-    case M_ENTITY_REF: return field >= 1 && field <= 4 ? STRING_FIELD : M_NONE;
-    case M_SCOPE_SPANS: return field == 1 ? M_SCOPE : field == 2 ? M_SPAN : field == 3 ? STRING_FIELD : M_NONE;
-    case M_SCOPE: return field == 1 || field == 2 ? STRING_FIELD : field == 3 ? M_KEY_VALUE : M_NONE;
-    case M_SPAN:
+    case M_REQUEST: return field == ExportTraceServiceRequest__resource_spans ? M_RESOURCE_SPANS : M_NONE;
+    case M_RESOURCE_SPANS:
         switch (field) {
-        case 3: case 5: return STRING_FIELD;
-        case 9: return M_KEY_VALUE;
-        case 11: return M_EVENT;
-        case 13: return M_LINK;
-        case 15: return M_STATUS;
+        case ResourceSpans__resource: return M_RESOURCE;
+        case ResourceSpans__scope_spans: return M_SCOPE_SPANS;
+        case ResourceSpans__schema_url: return STRING_FIELD;
         default: return M_NONE;
         }
-    case M_EVENT: return field == 2 ? STRING_FIELD : field == 3 ? M_KEY_VALUE : M_NONE;
-    case M_LINK: return field == 3 ? STRING_FIELD : field == 4 ? M_KEY_VALUE : M_NONE;
-    case M_STATUS: return field == 2 ? STRING_FIELD : M_NONE;
-    case M_KEY_VALUE: return field == 1 ? STRING_FIELD : field == 2 ? M_ANY_VALUE : M_NONE;
-    case M_ANY_VALUE: return field == 1 ? STRING_FIELD : field == 5 ? M_ARRAY : field == 6 ? M_KVLIST : M_NONE;
-    case M_ARRAY: return field == 1 ? M_ANY_VALUE : M_NONE;
-    case M_KVLIST: return field == 1 ? M_KEY_VALUE : M_NONE;
+    case M_RESOURCE: return field == Resource__attributes ? M_KEY_VALUE : field == Resource__entity_refs ? M_ENTITY_REF : M_NONE;
+    case M_ENTITY_REF:
+        switch (field) {
+        case EntityRef__schema_url: case EntityRef__type: case EntityRef__id_keys: case EntityRef__description_keys:
+            return STRING_FIELD;
+        default: return M_NONE;
+        }
+    case M_SCOPE_SPANS:
+        switch (field) {
+        case ScopeSpans__scope: return M_SCOPE;
+        case ScopeSpans__spans: return M_SPAN;
+        case ScopeSpans__schema_url: return STRING_FIELD;
+        default: return M_NONE;
+        }
+    case M_SCOPE:
+        switch (field) {
+        case InstrumentationScope__name: case InstrumentationScope__version: return STRING_FIELD;
+        case InstrumentationScope__attributes: return M_KEY_VALUE;
+        default: return M_NONE;
+        }
+    case M_SPAN:
+        switch (field) {
+        case Span__trace_state: case Span__name: return STRING_FIELD;
+        case Span__attributes: return M_KEY_VALUE;
+        case Span__events: return M_EVENT;
+        case Span__links: return M_LINK;
+        case Span__status: return M_STATUS;
+        default: return M_NONE;
+        }
+    case M_EVENT: return field == Event__name ? STRING_FIELD : field == Event__attributes ? M_KEY_VALUE : M_NONE;
+    case M_LINK: return field == Link__trace_state ? STRING_FIELD : field == Link__attributes ? M_KEY_VALUE : M_NONE;
+    case M_STATUS: return field == Status__message ? STRING_FIELD : M_NONE;
+    case M_KEY_VALUE: return field == KeyValue__key ? STRING_FIELD : field == KeyValue__value ? M_ANY_VALUE : M_NONE;
+    case M_ANY_VALUE:
+        switch (field) {
+        case AnyValue__string_value: return STRING_FIELD;
+        case AnyValue__array_value: return M_ARRAY;
+        case AnyValue__kvlist_value: return M_KVLIST;
+        default: return M_NONE;
+        }
+    case M_ARRAY: return field == ArrayValue__values ? M_ANY_VALUE : M_NONE;
+    case M_KVLIST: return field == KeyValueList__values ? M_KEY_VALUE : M_NONE;
     default: return M_NONE;
     }
 }
@@ -201,6 +233,7 @@ static int valid_utf8(const uint8_t *s, size_t n) {
     return 1;
 }
 
+/* Negative, and -1 - the index of upb's words for each in wire.UPB_ERRORS. */
 enum { E_CORRUPT = -1, E_DEPTH = -2, E_UTF8 = -3 };
 
 /* 0 when `r` holds a valid `message`; counts the spans it meets. */
@@ -228,11 +261,11 @@ static int validate(Reader *r, Message message, int depth, Py_ssize_t *spans) {
 }
 
 static void raise_bad_request(Py_ssize_t size, int error) {
-    const char *detail =
-        error == E_UTF8 ? "String field had bad UTF-8 (protobuf requires UTF-8 in strings; send binary data as bytes values)"
-        : error == E_DEPTH ? "Exceeded upb_DecodeOptions_MaxDepth (values nest deeper than the decoder's 100 message levels)"
-                           : "Wire format was corrupt (truncated, or not protobuf at all)";
-    PyErr_Format(BadRequestError, "request (%zd bytes) is not a protobuf ExportTraceServiceRequest: %s", size, detail);
+    PyObject *detail = PyTuple_GET_ITEM(PyTuple_GET_ITEM(upb_errors, -1 - error), 0); /* borrowed */
+    PyObject *exc = PyObject_CallFunction(refused, "nO", size, detail);
+    if (!exc) return;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -315,29 +348,12 @@ static PyObject *hex_of(const uint8_t *p, Py_ssize_t n) {
     return s;
 }
 
-/* key -> (parents, last, has_index), as otlp._key_shape (borrowed from the cache). */
+/* key -> (parents, last, has_index) (new reference): otlp.KEY_SHAPES, filled by otlp.key_shape. */
 static PyObject *key_shape(PyObject *key) {
     PyObject *shape = PyDict_GetItemWithError(key_shapes, key);
-    if (shape || PyErr_Occurred()) return shape;
-    PyObject *parts = PyUnicode_Split(key, s_dot, -1);
-    if (!parts) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(parts);
-    if (n == 1) {
-        shape = Py_BuildValue("(()OO)", key, Py_False);
-    } else {
-        int has_index = 0;
-        for (Py_ssize_t i = 0; i < n && !has_index; i++) has_index = is_digits(PyList_GET_ITEM(parts, i));
-        PyObject *parents = PyList_GetSlice(parts, 0, n - 1);
-        PyObject *parent_tuple = parents ? PyList_AsTuple(parents) : NULL;
-        Py_XDECREF(parents);
-        shape = parent_tuple ? Py_BuildValue("(NOO)", parent_tuple, PyList_GET_ITEM(parts, n - 1), has_index ? Py_True : Py_False) : NULL;
-    }
-    Py_DECREF(parts);
-    if (!shape) return NULL;
-    if (PyDict_GET_SIZE(key_shapes) >= KEY_SHAPES_MAX) PyDict_Clear(key_shapes);
-    int rc = PyDict_SetItem(key_shapes, key, shape);
-    Py_DECREF(shape); /* the cache holds it */
-    return rc < 0 ? NULL : shape;
+    if (shape) return Py_NewRef(shape);
+    if (PyErr_Occurred()) return NULL;
+    return call1(key_shape_of, key);
 }
 
 /* Whether to drop `key` (a dotted path): redaction's key rules, asked only when the cache does not say no. */
@@ -365,13 +381,13 @@ static PyObject *key_value(Reader *kv, Reader *value_at, int *has_value) {
         uint32_t field;
         int wire_type;
         read_tag(kv, &field, &wire_type);
-        if (field == 1 && wire_type == WT_LEN) {
+        if (field == KeyValue__key && wire_type == WT_LEN) {
             Reader s;
             read_len(kv, &s);
             Py_XDECREF(key);
             key = PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
             if (!key) return NULL;
-        } else if (field == 2 && wire_type == WT_LEN) {
+        } else if (field == KeyValue__value && wire_type == WT_LEN) {
             read_len(kv, value_at);
             *has_value = 1;
         } else {
@@ -391,9 +407,15 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         uint32_t field;
         int wire_type;
         read_tag(r, &field, &wire_type);
-        int matches = (field == 1 || field == 5 || field == 6 || field == 7) ? wire_type == WT_LEN
-                      : (field == 2 || field == 3 || field == 8) ? wire_type == WT_VARINT
-                      : field == 4 ? wire_type == WT_I64 : 0;
+        int matches;
+        switch (field) {
+        case AnyValue__string_value: case AnyValue__array_value: case AnyValue__kvlist_value: case AnyValue__bytes_value:
+            matches = wire_type == WT_LEN;
+            break;
+        case AnyValue__bool_value: case AnyValue__int_value: matches = wire_type == WT_VARINT; break;
+        case AnyValue__double_value: matches = wire_type == WT_I64; break;
+        default: matches = 0; /* string_value_strindex (profiles only) is read as no value */
+        }
         if (!matches) {
             skip_field(r, field, wire_type, 0);
             continue;
@@ -404,10 +426,10 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         else read_fixed64(r, &fixed);
     }
     switch (kind) {
-    case 1: return clean_text(c, sub.p, sub.end - sub.p);
-    case 2: return PyBool_FromLong(varint != 0);
-    case 3: return PyLong_FromLongLong((long long)varint);
-    case 4: {
+    case AnyValue__string_value: return clean_text(c, sub.p, sub.end - sub.p);
+    case AnyValue__bool_value: return PyBool_FromLong(varint != 0);
+    case AnyValue__int_value: return PyLong_FromLongLong((long long)varint);
+    case AnyValue__double_value: {
         double number;
         memcpy(&number, &fixed, 8);
         PyObject *f = PyFloat_FromDouble(number);
@@ -418,7 +440,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         }
         return f;
     }
-    case 5: {
+    case AnyValue__array_value: {
         if (levels <= 0) return PyObject_CallNoArgs(c->too_deep);
         PyObject *list = PyList_New(0);
         if (!list) return NULL;
@@ -426,7 +448,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
             uint32_t field;
             int wire_type;
             read_tag(&sub, &field, &wire_type);
-            if (field != 1 || wire_type != WT_LEN) {
+            if (field != ArrayValue__values || wire_type != WT_LEN) {
                 skip_field(&sub, field, wire_type, 0);
                 continue;
             }
@@ -442,7 +464,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         }
         return list;
     }
-    case 6: {
+    case AnyValue__kvlist_value: {
         if (levels <= 0) return PyObject_CallNoArgs(c->too_deep);
         PyObject *dict = PyDict_New();
         if (!dict) return NULL;
@@ -450,7 +472,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
             uint32_t field;
             int wire_type;
             read_tag(&sub, &field, &wire_type);
-            if (field != 1 || wire_type != WT_LEN) {
+            if (field != KeyValueList__values || wire_type != WT_LEN) {
                 skip_field(&sub, field, wire_type, 0);
                 continue;
             }
@@ -491,7 +513,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         Py_DECREF(dict);
         return NULL;
     }
-    case 7: {
+    case AnyValue__bytes_value: {
         PyObject *b = PyBytes_FromStringAndSize((const char *)sub.p, sub.end - sub.p);
         if (!b) return NULL;
         PyObject *v = call1(c->blob, b);
@@ -662,12 +684,15 @@ static int tree_add(Ctx *c, Tree *t, Reader *kv) {
         return dropped < 0 ? -1 : 0;
     }
     if (t->keys && PyList_Append(t->keys, key) < 0) goto done;
-    PyObject *shape = key_shape(key); /* borrowed */
+    PyObject *shape = key_shape(key); /* held: a sanitizer call below could clear the cache */
     if (!shape) goto done;
+    if (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != 3 || !PyTuple_CheckExact(PyTuple_GET_ITEM(shape, 0))) {
+        PyErr_SetString(PyExc_TypeError, "otlp.key_shape must return (parents, last, has_index)");
+        goto done_shape;
+    }
     PyObject *parents = PyTuple_GET_ITEM(shape, 0), *last = PyTuple_GET_ITEM(shape, 1);
     int has_index = PyTuple_GET_ITEM(shape, 2) == Py_True;
     Py_ssize_t n_parents = PyTuple_GET_SIZE(parents);
-    Py_INCREF(shape); /* a sanitizer call below could clear the cache */
     if (n_parents >= c->max_depth) {
         PyObject *r = PyObject_CallNoArgs(c->too_deep_key);
         if (!r) goto done_shape;
@@ -799,15 +824,15 @@ static PyObject *event_of(Ctx *c, Reader *r, PyObject **keys_out) {
         int wire_type;
         Reader s;
         read_tag(r, &field, &wire_type);
-        if (field == 1 && wire_type == WT_I64) read_fixed64(r, &time);
-        else if (field == 2 && wire_type == WT_LEN) {
+        if (field == Event__time_unix_nano && wire_type == WT_I64) read_fixed64(r, &time);
+        else if (field == Event__name && wire_type == WT_LEN) {
             read_len(r, &s);
             Py_XSETREF(name, text_field(c, &s));
             if (!name) goto fail;
-        } else if (field == 3 && wire_type == WT_LEN) {
+        } else if (field == Event__attributes && wire_type == WT_LEN) {
             read_len(r, &s);
             if (tree_field(c, &t, &s) < 0) goto fail;
-        } else if (field == 4 && wire_type == WT_VARINT) {
+        } else if (field == Event__dropped_attributes_count && wire_type == WT_VARINT) {
             read_varint(r, &v);
             dropped = (uint32_t)v;
         } else skip_field(r, field, wire_type, 0);
@@ -840,19 +865,19 @@ static PyObject *link_of(Ctx *c, Reader *r) {
         int wire_type;
         Reader s;
         read_tag(r, &field, &wire_type);
-        if (field == 1 && wire_type == WT_LEN) read_len(r, &trace_id);
-        else if (field == 2 && wire_type == WT_LEN) read_len(r, &span_id);
-        else if (field == 3 && wire_type == WT_LEN) {
+        if (field == Link__trace_id && wire_type == WT_LEN) read_len(r, &trace_id);
+        else if (field == Link__span_id && wire_type == WT_LEN) read_len(r, &span_id);
+        else if (field == Link__trace_state && wire_type == WT_LEN) {
             read_len(r, &s);
             Py_XSETREF(trace_state, text_field(c, &s));
             if (!trace_state) goto fail;
-        } else if (field == 4 && wire_type == WT_LEN) {
+        } else if (field == Link__attributes && wire_type == WT_LEN) {
             read_len(r, &s);
             if (tree_field(c, &t, &s) < 0) goto fail;
-        } else if (field == 5 && wire_type == WT_VARINT) {
+        } else if (field == Link__dropped_attributes_count && wire_type == WT_VARINT) {
             read_varint(r, &v);
             dropped = (uint32_t)v;
-        } else if (field == 6 && wire_type == WT_I32) read_fixed32(r, &flags);
+        } else if (field == Link__flags && wire_type == WT_I32) read_fixed32(r, &flags);
         else skip_field(r, field, wire_type, 0);
     }
     if (tree_finish(c, &t, &dropped) < 0) goto fail;
@@ -895,24 +920,24 @@ static PyObject *span_of(Ctx *c, Reader *r) {
         Reader s;
         read_tag(r, &field, &wire_type);
         switch (TAG(field, wire_type)) {
-        case TAG(1, WT_LEN): read_len(r, &trace_id); break;
-        case TAG(2, WT_LEN): read_len(r, &span_id); break;
-        case TAG(4, WT_LEN): read_len(r, &parent); break;
-        case TAG(3, WT_LEN):
+        case TAG(Span__trace_id, WT_LEN): read_len(r, &trace_id); break;
+        case TAG(Span__span_id, WT_LEN): read_len(r, &span_id); break;
+        case TAG(Span__parent_span_id, WT_LEN): read_len(r, &parent); break;
+        case TAG(Span__trace_state, WT_LEN):
             read_len(r, &s);
             Py_XSETREF(trace_state, text_field(c, &s));
             if (!trace_state) goto fail;
             break;
-        case TAG(5, WT_LEN):
+        case TAG(Span__name, WT_LEN):
             read_len(r, &s);
             Py_XSETREF(name, text_field(c, &s));
             if (!name) goto fail;
             break;
-        case TAG(9, WT_LEN):
+        case TAG(Span__attributes, WT_LEN):
             read_len(r, &s);
             if (tree_field(c, &t, &s) < 0) goto fail;
             break;
-        case TAG(11, WT_LEN):
+        case TAG(Span__events, WT_LEN):
             read_len(r, &s);
             if (events_seen++ < c->max_events) {
                 PyObject *keys = NULL, *event = event_of(c, &s, &keys);
@@ -923,7 +948,7 @@ static PyObject *span_of(Ctx *c, Reader *r) {
                 if (rc < 0) goto fail;
             }
             break;
-        case TAG(13, WT_LEN):
+        case TAG(Span__links, WT_LEN):
             read_len(r, &s);
             if (links_seen++ < c->max_links) {
                 PyObject *link = link_of(c, &s);
@@ -933,30 +958,30 @@ static PyObject *span_of(Ctx *c, Reader *r) {
                 if (rc < 0) goto fail;
             }
             break;
-        case TAG(15, WT_LEN):
+        case TAG(Span__status, WT_LEN):
             read_len(r, &s);
             while (s.p < s.end) { /* Status */
                 uint32_t f;
                 int w;
                 read_tag(&s, &f, &w);
-                if (f == 2 && w == WT_LEN) {
+                if (f == Status__message && w == WT_LEN) {
                     Reader m;
                     read_len(&s, &m);
                     Py_XSETREF(status_message, text_field(c, &m));
                     if (!status_message) goto fail;
-                } else if (f == 3 && w == WT_VARINT) {
+                } else if (f == Status__code && w == WT_VARINT) {
                     read_varint(&s, &v);
                     status_code = (int32_t)(uint32_t)v;
                 } else skip_field(&s, f, w, 0);
             }
             break;
-        case TAG(6, WT_VARINT): read_varint(r, &v); kind = (int32_t)(uint32_t)v; break;
-        case TAG(10, WT_VARINT): read_varint(r, &v); dropped_attributes = (uint32_t)v; break;
-        case TAG(12, WT_VARINT): read_varint(r, &v); dropped_events = (uint32_t)v; break;
-        case TAG(14, WT_VARINT): read_varint(r, &v); dropped_links = (uint32_t)v; break;
-        case TAG(7, WT_I64): read_fixed64(r, &start); break;
-        case TAG(8, WT_I64): read_fixed64(r, &end); break;
-        case TAG(16, WT_I32): read_fixed32(r, &flags); break;
+        case TAG(Span__kind, WT_VARINT): read_varint(r, &v); kind = (int32_t)(uint32_t)v; break;
+        case TAG(Span__dropped_attributes_count, WT_VARINT): read_varint(r, &v); dropped_attributes = (uint32_t)v; break;
+        case TAG(Span__dropped_events_count, WT_VARINT): read_varint(r, &v); dropped_events = (uint32_t)v; break;
+        case TAG(Span__dropped_links_count, WT_VARINT): read_varint(r, &v); dropped_links = (uint32_t)v; break;
+        case TAG(Span__start_time_unix_nano, WT_I64): read_fixed64(r, &start); break;
+        case TAG(Span__end_time_unix_nano, WT_I64): read_fixed64(r, &end); break;
+        case TAG(Span__flags, WT_I32): read_fixed32(r, &flags); break;
         default: skip_field(r, field, wire_type, 0);
         }
     }
@@ -1048,7 +1073,7 @@ static PyObject *span_iter_next(SpanIterObject *self) {
         int wire_type;
         Reader s;
         read_tag(r, &field, &wire_type);
-        if (field == 2 && wire_type == WT_LEN) {
+        if (field == ScopeSpans__spans && wire_type == WT_LEN) {
             read_len(r, &s);
             return span_of(&self->decoder->c, &s);
         }
@@ -1083,22 +1108,22 @@ static PyObject *scope_spans_of(DecoderObject *decoder, Reader *r) {
         int wire_type;
         Reader s;
         read_tag(r, &field, &wire_type);
-        if (field == 1 && wire_type == WT_LEN) { /* InstrumentationScope; a repeated one merges */
+        if (field == ScopeSpans__scope && wire_type == WT_LEN) { /* a repeated one merges */
             read_len(r, &s);
             while (s.p < s.end) {
                 uint32_t f;
                 int w;
                 Reader m;
                 read_tag(&s, &f, &w);
-                if ((f == 1 || f == 2) && w == WT_LEN) {
+                if ((f == InstrumentationScope__name || f == InstrumentationScope__version) && w == WT_LEN) {
                     read_len(&s, &m);
                     PyObject *text = text_field(c, &m);
                     if (!text) goto fail;
-                    Py_XSETREF(*(f == 1 ? &name : &version), text);
-                } else if (f == 3 && w == WT_LEN) {
+                    Py_XSETREF(*(f == InstrumentationScope__name ? &name : &version), text);
+                } else if (f == InstrumentationScope__attributes && w == WT_LEN) {
                     read_len(&s, &m);
                     if (tree_field(c, &t, &m) < 0) goto fail;
-                } else if (f == 4 && w == WT_VARINT) {
+                } else if (f == InstrumentationScope__dropped_attributes_count && w == WT_VARINT) {
                     read_varint(&s, &v);
                     dropped = (uint32_t)v;
                 } else skip_field(&s, f, w, 0);
@@ -1132,22 +1157,22 @@ static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
         int wire_type;
         Reader s;
         read_tag(r, &field, &wire_type);
-        if (field == 1 && wire_type == WT_LEN) { /* Resource; a repeated one merges */
+        if (field == ResourceSpans__resource && wire_type == WT_LEN) { /* a repeated one merges */
             read_len(r, &s);
             while (s.p < s.end) {
                 uint32_t f;
                 int w;
                 Reader m;
                 read_tag(&s, &f, &w);
-                if (f == 1 && w == WT_LEN) {
+                if (f == Resource__attributes && w == WT_LEN) {
                     read_len(&s, &m);
                     if (tree_field(c, &t, &m) < 0) goto fail;
-                } else if (f == 2 && w == WT_VARINT) {
+                } else if (f == Resource__dropped_attributes_count && w == WT_VARINT) {
                     read_varint(&s, &v);
                     dropped = (uint32_t)v;
                 } else skip_field(&s, f, w, 0);
             }
-        } else if (field == 2 && wire_type == WT_LEN) {
+        } else if (field == ResourceSpans__scope_spans && wire_type == WT_LEN) {
             read_len(r, &s);
             PyObject *scope = scope_spans_of(decoder, &s);
             if (!scope) goto fail;
@@ -1169,27 +1194,26 @@ fail:
 /* ------------------------------------------------------------------------------------------------ */
 /* Entry points.                                                                                     */
 
-static Py_ssize_t get_size(PyObject *obj, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (!v) return -1;
-    Py_ssize_t n = PyLong_AsSsize_t(v);
-    Py_DECREF(v);
-    return n;
-}
+/* The request's sanitize.NativeInterface, by position: its fields in the order that class lists them. */
+enum {
+    NI_MAX_ATTRIBUTES, NI_MAX_EVENTS, NI_MAX_LINKS, NI_MAX_DEPTH, NI_TEXT_PLAN, NI_KEY_VERDICTS, NI_TEXT, NI_BLOB,
+    NI_DROPS, NI_TOO_DEEP, NI_TOO_DEEP_KEY, NI_NESTED, NI_HIT, NI_SIZE
+};
 
-static int ctx_init(Ctx *c, PyObject *sanitizer) {
+static int ctx_init(Ctx *c, PyObject *interface) {
     memset(c, 0, sizeof(*c));
-    PyObject *limits = PyObject_GetAttrString(sanitizer, "limits");
-    if (!limits) return -1;
-    c->max_attributes = get_size(limits, s_max_attributes);
-    c->max_events = get_size(limits, s_max_events);
-    c->max_links = get_size(limits, s_max_links);
-    c->max_depth = get_size(limits, s_max_depth);
-    Py_DECREF(limits);
+    if (!PyTuple_Check(interface) || PyTuple_GET_SIZE(interface) != NI_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "decode_request takes a sanitize.NativeInterface (Sanitizer.native())");
+        return -1;
+    }
+    PyObject **field = &PyTuple_GET_ITEM(interface, 0);
+    c->max_attributes = PyLong_AsSsize_t(field[NI_MAX_ATTRIBUTES]);
+    c->max_events = PyLong_AsSsize_t(field[NI_MAX_EVENTS]);
+    c->max_links = PyLong_AsSsize_t(field[NI_MAX_LINKS]);
+    c->max_depth = PyLong_AsSsize_t(field[NI_MAX_DEPTH]);
     if (PyErr_Occurred()) return -1;
     /* (max_length, call_always, min_length, ((rule_min_length, (anchor, ...)), ...)) */
-    c->plan = PyObject_GetAttrString(sanitizer, "text_plan");
-    if (!c->plan) return -1;
+    c->plan = Py_NewRef(field[NI_TEXT_PLAN]);
     PyObject *rules;
     int call_always;
     if (!PyArg_ParseTuple(c->plan, "npnO!", &c->max_length, &call_always, &c->min_length, &PyTuple_Type, &rules))
@@ -1224,21 +1248,19 @@ static int ctx_init(Ctx *c, PyObject *sanitizer) {
             c->starts_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
         }
     }
-    PyObject *verdicts = PyObject_GetAttrString(sanitizer, "key_verdicts");
-    if (!verdicts) return -1;
-    if (verdicts == Py_None) Py_DECREF(verdicts);
-    else if (PyDict_Check(verdicts)) c->key_verdicts = verdicts;
-    else {
-        Py_DECREF(verdicts);
-        PyErr_SetString(PyExc_TypeError, "sanitizer.key_verdicts must be a dict or None");
+    PyObject *verdicts = field[NI_KEY_VERDICTS];
+    if (PyDict_Check(verdicts)) c->key_verdicts = Py_NewRef(verdicts);
+    else if (verdicts != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "NativeInterface.key_verdicts must be a dict or None");
         return -1;
     }
-    if (!(c->text = PyObject_GetAttrString(sanitizer, "text")) || !(c->blob = PyObject_GetAttrString(sanitizer, "blob")) ||
-        !(c->drops = PyObject_GetAttrString(sanitizer, "drops")) ||
-        !(c->too_deep = PyObject_GetAttrString(sanitizer, "too_deep")) ||
-        !(c->too_deep_key = PyObject_GetAttrString(sanitizer, "too_deep_key")) ||
-        !(c->nested = PyObject_GetAttrString(sanitizer, "nested")) || !(c->hit = PyObject_GetAttrString(sanitizer, "hit")))
-        return -1;
+    c->text = Py_NewRef(field[NI_TEXT]);
+    c->blob = Py_NewRef(field[NI_BLOB]);
+    c->drops = Py_NewRef(field[NI_DROPS]);
+    c->too_deep = Py_NewRef(field[NI_TOO_DEEP]);
+    c->too_deep_key = Py_NewRef(field[NI_TOO_DEEP_KEY]);
+    c->nested = Py_NewRef(field[NI_NESTED]);
+    c->hit = Py_NewRef(field[NI_HIT]);
     return 0;
 }
 
@@ -1263,14 +1285,14 @@ static int checked(Py_buffer *view, Py_ssize_t *spans) {
 }
 
 PyDoc_STRVAR(decode_request_doc,
-             "decode_request(data, sanitizer) -> list[ResourceSpans]\n\n"
+             "decode_request(data, interface) -> list[ResourceSpans]\n\n"
              "An ExportTraceServiceRequest's bytes as otel_bridge.decode.decoded values, limits and redaction applied\n"
-             "through `sanitizer`; each ScopeSpans' spans are decoded as they are iterated. BadRequestError\n"
+             "through `interface` (a Sanitizer's native()); each ScopeSpans' spans are decoded as they are iterated. BadRequestError\n"
              "saying why when the bytes are not such a request (checked whole before anything is decoded).");
 
 static PyObject *decode_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_request(data, sanitizer) takes 2 arguments");
+        PyErr_SetString(PyExc_TypeError, "decode_request(data, interface) takes 2 arguments");
         return NULL;
     }
     DecoderObject *decoder = PyObject_New(DecoderObject, &DecoderType);
@@ -1289,7 +1311,7 @@ static PyObject *decode_request(PyObject *module, PyObject *const *args, Py_ssiz
         int wire_type;
         Reader s;
         read_tag(&r, &field, &wire_type);
-        if (field != 1 || wire_type != WT_LEN) {
+        if (field != ExportTraceServiceRequest__resource_spans || wire_type != WT_LEN) {
             skip_field(&r, field, wire_type, 0);
             continue;
         }
@@ -1332,17 +1354,23 @@ static PyObject *import_attr(const char *module, const char *name) {
 }
 
 PyMODINIT_FUNC PyInit__decode(void) {
-    if (!(BadRequestError = import_attr("otel_bridge.errors", "BadRequestError")) ||
+    if (!(refused = import_attr("otel_bridge.decode.wire", "refused")) ||
+        !(upb_errors = import_attr("otel_bridge.decode.wire", "UPB_ERRORS")) ||
         !(json_loads = import_attr("orjson", "loads")) ||
         !(ResourceSpansType = import_attr("otel_bridge.decode.decoded", "ResourceSpans")) ||
         !(ScopeSpansType = import_attr("otel_bridge.decode.decoded", "ScopeSpans")) ||
-        !(SpanType = import_attr("otel_bridge.decode.decoded", "Span")) || !(key_shapes = PyDict_New()))
+        !(SpanType = import_attr("otel_bridge.decode.decoded", "Span")) ||
+        !(key_shapes = import_attr("otel_bridge.decode.otlp", "KEY_SHAPES")) ||
+        !(key_shape_of = import_attr("otel_bridge.decode.otlp", "key_shape")) ||
+        !(s_conflict = import_attr("otel_bridge.decode.otlp", "CONFLICT_KEY")))
         return NULL;
-    if (!(s_conflict = import_attr("otel_bridge.decode.otlp", "CONFLICT_KEY")) ||
-        !(s_max_attributes = PyUnicode_InternFromString("max_attributes")) ||
+    if (!PyTuple_Check(upb_errors) || PyTuple_GET_SIZE(upb_errors) != 3 || !PyDict_Check(key_shapes)) {
+        PyErr_SetString(PyExc_TypeError, "otel_bridge.decode: UPB_ERRORS or KEY_SHAPES is not what _decode.c reads");
+        return NULL;
+    }
+    if (!(s_max_attributes = PyUnicode_InternFromString("max_attributes")) ||
         !(s_max_events = PyUnicode_InternFromString("max_events")) ||
-        !(s_max_links = PyUnicode_InternFromString("max_links")) ||
-        !(s_max_depth = PyUnicode_InternFromString("max_depth")) || !(s_dot = PyUnicode_InternFromString(".")))
+        !(s_max_links = PyUnicode_InternFromString("max_links")))
         return NULL;
     if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&SpanIterType) < 0) return NULL;
     return PyModule_Create(&module_def);

@@ -10,12 +10,21 @@ long conversations) and keep one span from swamping the bridge, a batch or the u
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from otel_bridge.config import Limits
 
-__all__ = ["DEFAULT_LIMITS", "SpanLimits", "deeper_than", "too_deep", "truncated_bytes", "truncated_text"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SpanLimits",
+    "deeper_than",
+    "limit_warnings",
+    "too_deep",
+    "truncated_bytes",
+    "truncated_text",
+]
 
 @dataclass(frozen=True, slots=True)
 class SpanLimits:
@@ -31,6 +40,23 @@ class SpanLimits:
 
 
 DEFAULT_LIMITS = SpanLimits.from_config(Limits())
+
+# What a limit hit did, for the partial_success warning: (count, limit) -> text.
+_LIMIT_WARNINGS = {
+    "max_attribute_value_length": "{n} values cut to {limit} characters or bytes (mapping.limits.max_attribute_value_length)",
+    "max_attributes": "{n} attributes dropped over {limit} per list (mapping.limits.max_attributes)",
+    "max_events": "{n} events dropped over {limit} per span (mapping.limits.max_events)",
+    "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
+    "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
+}
+
+
+def limit_warnings(hits: dict[str, int], limits: SpanLimits) -> list[str]:
+    """What the limits cut (a Sanitizer's hits), as partial_success warnings: in the table's order, so a
+    client sees the same sentence for the same cuts whatever order the spans met them in."""
+    return [
+        text.format(n=hits[limit], limit=getattr(limits, limit)) for limit, text in _LIMIT_WARNINGS.items() if limit in hits
+    ]
 
 
 def truncated_text(text: str, limit: int, sent_length: int) -> str:
@@ -48,6 +74,7 @@ def too_deep(max_depth: int) -> str:
 def deeper_than(value: Any, levels: int) -> bool:
     """Whether `value` opens more than `levels` levels of maps and arrays (itself the first)."""
     stack = [(value, 1)]
+    children: Iterable[Any]
     while stack:
         node, depth = stack.pop()
         if type(node) is dict:

@@ -1,6 +1,6 @@
 """OTLP decoding helpers: AnyValue -> Python, ids, times, attribute trees, OTLP/JSON.
 
-The attribute trees are built here for the reference decoder (decode.py), which the C decoder must match:
+The attribute trees are built here for the reference decoder (reference.py), which the C decoder must match:
 plain functions over protobuf messages, no pydantic, no work a span does not need.
 """
 
@@ -19,10 +19,12 @@ from otel_bridge.decode.sanitize import Sanitizer
 
 __all__ = [
     "CONFLICT_KEY",
+    "KEY_SHAPES",
     "any_value",
     "attribute_tree",
     "iso_time",
     "key_path",
+    "key_shape",
     "parse_otlp_json",
     "parse_request",
     "short_hex",
@@ -122,27 +124,28 @@ def _as_node(value: Any) -> dict[str, Any]:
 
 
 # Attribute key -> (parent parts, last part, whether a part is an index). The same few dozen keys come in
-# every span, so each is split once. Cleared when full, so odd keys cannot grow it without bound.
-_KEY_SHAPES: dict[str, tuple[tuple[str, ...], str, bool]] = {}
+# every span, so each is split once. Cleared when full, so odd keys cannot grow it without bound. The C
+# decoder reads this cache and calls key_shape on a miss: keys are shaped here only.
+KEY_SHAPES: dict[str, tuple[tuple[str, ...], str, bool]] = {}
 _KEY_SHAPES_MAX = 4096
 
 
-def _key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
+def key_shape(key: str) -> tuple[tuple[str, ...], str, bool]:
     parts = key.split(".")
     if len(parts) == 1:
         shape: tuple[tuple[str, ...], str, bool] = ((), key, False)
     else:
         shape = (tuple(parts[:-1]), parts[-1], any(part.isdigit() for part in parts))
-    if len(_KEY_SHAPES) >= _KEY_SHAPES_MAX:
-        _KEY_SHAPES.clear()
-    _KEY_SHAPES[key] = shape
+    if len(KEY_SHAPES) >= _KEY_SHAPES_MAX:
+        KEY_SHAPES.clear()
+    KEY_SHAPES[key] = shape
     return shape
 
 
 def key_path(key: str) -> tuple[str, ...]:
     """An attribute key's parts: where attribute_tree puts its value, unless the key is past the depth
     limit (then it is kept whole, where no rule's path can reach it)."""
-    parents, last, _ = _KEY_SHAPES.get(key) or _key_shape(key)
+    parents, last, _ = KEY_SHAPES.get(key) or key_shape(key)
     return (*parents, last)
 
 
@@ -166,7 +169,7 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | N
             continue
         if keys is not None:
             keys.append(key)
-        parents, last, has_index = _KEY_SHAPES.get(key) or _key_shape(key)
+        parents, last, has_index = KEY_SHAPES.get(key) or key_shape(key)
         if len(parents) >= max_depth:  # more parts than the depth limit
             sanitizer.too_deep_key()
             parents, last, has_index = (), key, False  # kept whole, as sent

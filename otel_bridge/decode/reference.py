@@ -1,7 +1,9 @@
 """The reference decoder: the bytes of an ExportTraceServiceRequest -> plain data (decoded.py), sanitized
-while it is read. The C extension (_decode.c) must match it exactly: it parses with protobuf and walks the
-messages, passing every list and string through the request's Sanitizer in the same order (the tallies of
-what limits and redaction changed are part of the result).
+while it is read. The C extension (_decode.c) must match it exactly, and both run one algorithm: each
+message's fields are read in the order of their field numbers (the order exporters write them in, and the
+order the C decoder meets them on the wire), every string passes through the request's Sanitizer as it is
+read, and a list longer than its limit is read up to the limit and the rest counted (count_over), never
+cut out of the message afterwards. Protobuf parses the bytes here; the messages are only read.
 """
 
 from __future__ import annotations
@@ -11,17 +13,11 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_bridge.decode.decoded import ResourceSpans, ScopeSpans, Span
-from otel_bridge.errors import BadRequestError
 from otel_bridge.decode.otlp import attribute_tree
 from otel_bridge.decode.sanitize import Sanitizer
+from otel_bridge.decode.wire import refused
 
 __all__ = ["count_spans_python", "decode_request_python"]
-
-_DECODE_HINTS = {
-    "Wire format was corrupt": " (truncated, or not protobuf at all)",
-    "String field had bad UTF-8": " (protobuf requires UTF-8 in strings; send binary data as bytes values)",
-    "Exceeded upb_DecodeOptions_MaxDepth": " (values nest deeper than the decoder's 100 message levels)",
-}
 
 
 def _parse(data: bytes) -> ExportTraceServiceRequest:
@@ -30,64 +26,96 @@ def _parse(data: bytes) -> ExportTraceServiceRequest:
     try:
         request.ParseFromString(data)
     except Exception as exc:  # protobuf raises DecodeError, sometimes other errors, for garbage
-        detail = str(exc).rpartition(": ")[2] or type(exc).__name__
-        hint = _DECODE_HINTS.get(detail, "")
-        raise BadRequestError(
-            f"request ({len(data)} bytes) is not a protobuf ExportTraceServiceRequest: {detail}{hint}"
-        ) from None
+        raise refused(len(data), str(exc).rpartition(": ")[2] or type(exc).__name__) from None
     return request
 
 
+def _text(value: str, sanitizer: Sanitizer) -> str:
+    """A string field that is not an attribute; an absent one (empty) is not the sanitizer's."""
+    return sanitizer.text(value) if value else value
+
+
+def _attributes(
+    message: Any, sanitizer: Sanitizer, keys: list[str] | None = None
+) -> tuple[dict[str, Any], int]:
+    """A message's attribute tree from its first max_attributes attributes, and how many it sent past them
+    (to be counted once the message is read, as the C decoder does: see Sanitizer.count_over)."""
+    attributes = message.attributes
+    seen = len(attributes)
+    limit = sanitizer.limits.max_attributes
+    return attribute_tree(attributes if seen <= limit else attributes[:limit], sanitizer, keys=keys), seen
+
+
+def _event(event: Any, sanitizer: Sanitizer, keys: list[str]) -> dict[str, Any]:
+    name = _text(event.name, sanitizer)
+    tree, seen = _attributes(event, sanitizer, keys)
+    dropped = sanitizer.count_over("max_attributes", seen, event.dropped_attributes_count)
+    return {"name": name, "timestamp": event.time_unix_nano, "attributes": tree, "dropped_attributes_count": dropped}
+
+
+def _link(link: Any, sanitizer: Sanitizer) -> dict[str, Any]:
+    trace_state = _text(link.trace_state, sanitizer)
+    tree, seen = _attributes(link, sanitizer)
+    return {
+        "trace_id": link.trace_id.hex(),
+        "span_id": link.span_id.hex(),
+        "trace_state": trace_state,
+        "attributes": tree,
+        "dropped_attributes_count": sanitizer.count_over("max_attributes", seen, link.dropped_attributes_count),
+        "flags": link.flags,
+    }
+
+
 def _span(span: Any, sanitizer: Sanitizer) -> Span:
-    sanitizer.span(span)  # cuts the lists, cleans name, trace_state, status message, event names, link trace_states
+    limits = sanitizer.limits
+    trace_state = _text(span.trace_state, sanitizer)  # field 3
+    name = _text(span.name, sanitizer)  # 5
     keys: list[str] = []
-    tree = attribute_tree(span.attributes, sanitizer, keys=keys)
-    events = []
+    tree, attributes_seen = _attributes(span, sanitizer, keys)  # 9
+    events = []  # 11
     event_keys = []
-    for event in span.events:
+    for event in span.events[: limits.max_events]:
         kept: list[str] = []
-        events.append(
-            {
-                "name": event.name,
-                "timestamp": event.time_unix_nano,
-                "attributes": attribute_tree(event.attributes, sanitizer, keys=kept),
-                "dropped_attributes_count": event.dropped_attributes_count,
-            }
-        )
+        events.append(_event(event, sanitizer, kept))
         event_keys.append(kept)
-    links = [
-        {
-            "trace_id": link.trace_id.hex(),
-            "span_id": link.span_id.hex(),
-            "trace_state": link.trace_state,
-            "attributes": attribute_tree(link.attributes, sanitizer),
-            "dropped_attributes_count": link.dropped_attributes_count,
-            "flags": link.flags,
-        }
-        for link in span.links
-    ]
-    status = span.status
+    links = [_link(link, sanitizer) for link in span.links[: limits.max_links]]  # 13
+    status = span.status  # 15
+    status_message = _text(status.message, sanitizer)
     return Span(
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
-        trace_state=span.trace_state,
+        trace_state=trace_state,
         flags=span.flags,
-        name=span.name,
+        name=name,
         kind=span.kind,
         start_time_unix_nano=span.start_time_unix_nano,
         end_time_unix_nano=span.end_time_unix_nano,
         attributes=tree,
         attribute_keys=keys,
-        dropped_attributes_count=span.dropped_attributes_count,
+        dropped_attributes_count=sanitizer.count_over("max_attributes", attributes_seen, span.dropped_attributes_count),
         events=events,
         event_attribute_keys=event_keys,
-        dropped_events_count=span.dropped_events_count,
+        dropped_events_count=sanitizer.count_over("max_events", len(span.events), span.dropped_events_count),
         links=links,
-        dropped_links_count=span.dropped_links_count,
+        dropped_links_count=sanitizer.count_over("max_links", len(span.links), span.dropped_links_count),
         status_code=status.code,
-        status_message=status.message,
+        status_message=status_message,
     )
+
+
+def _scope_spans(scope_spans: Any, sanitizer: Sanitizer) -> ScopeSpans:
+    scope = scope_spans.scope
+    name = _text(scope.name, sanitizer)
+    version = _text(scope.version, sanitizer)
+    tree, seen = _attributes(scope, sanitizer)
+    scope_dict = {
+        "name": name,
+        "version": version,
+        "attributes": tree,
+        "dropped_attributes_count": sanitizer.count_over("max_attributes", seen, scope.dropped_attributes_count),
+    }
+    return ScopeSpans(scope_dict, (_span(span, sanitizer) for span in scope_spans.spans))
 
 
 def decode_request_python(data: bytes, sanitizer: Sanitizer) -> list[ResourceSpans]:
@@ -96,22 +124,12 @@ def decode_request_python(data: bytes, sanitizer: Sanitizer) -> list[ResourceSpa
     decoded = []
     for resource_spans in _parse(data).resource_spans:
         resource = resource_spans.resource
-        sanitizer.message(resource)
-        resource_dict = {
-            "attributes": attribute_tree(resource.attributes, sanitizer),
-            "dropped_attributes_count": resource.dropped_attributes_count,
+        tree, seen = _attributes(resource, sanitizer)
+        scopes = [_scope_spans(scope_spans, sanitizer) for scope_spans in resource_spans.scope_spans]
+        resource_dict = {  # counted after the scopes, as the C decoder finishes the resource after its field 2
+            "attributes": tree,
+            "dropped_attributes_count": sanitizer.count_over("max_attributes", seen, resource.dropped_attributes_count),
         }
-        scopes = []
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            sanitizer.scope(scope)
-            scope_dict = {
-                "name": scope.name,
-                "version": scope.version,
-                "attributes": attribute_tree(scope.attributes, sanitizer),
-                "dropped_attributes_count": scope.dropped_attributes_count,
-            }
-            scopes.append(ScopeSpans(scope_dict, (_span(span, sanitizer) for span in scope_spans.spans)))
         decoded.append(ResourceSpans(resource_dict, scopes))
     return decoded
 

@@ -1,22 +1,42 @@
 """Limits and redaction applied to span content while it is decoded, and a tally of what they changed.
 
-One Sanitizer serves one request. The decoder (decode.py; otlp.attribute_tree) passes every value through
-it as it reads it; in the reference decoder, `message()`, `scope()`, `span()` cut the lists and redact the
-strings that are not attributes (names, status messages, trace states) of the protobuf messages. The C
-decoder reads `limits`, `key_verdicts` and `text_plan` and calls the other public methods itself.
+One Sanitizer serves one request. Both decoders pass every string through it as they read it and count
+what a limit cut with it; the reference decoder (reference.py, otlp.attribute_tree) calls its methods, the C
+decoder gets them and the limits it needs in one NativeInterface (`native()`), the whole of what it takes
+from Python per request.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from otel_bridge.decode.limits import SpanLimits, deeper_than, too_deep, truncated_bytes, truncated_text
 from otel_bridge.decode.redact import Redaction
 
-__all__ = ["Sanitizer"]
+__all__ = ["NativeInterface", "Sanitizer"]
 
 _UINT32_MAX = 2**32 - 1  # dropped_*_count fields are uint32; a hostile count must not overflow them
+
+
+class NativeInterface(NamedTuple):
+    """What the C decoder takes from a request's Sanitizer: read by position, once per request (ctx_init in
+    _decode.c follows this order), so no attribute is looked up by name while a request is decoded."""
+
+    max_attributes: int
+    max_events: int
+    max_links: int
+    max_depth: int
+    text_plan: tuple[int, bool, int, tuple[tuple[int, tuple[str, ...]], ...]]
+    key_verdicts: dict[str, bool] | None
+    text: Callable[[str], str]
+    blob: Callable[[bytes], str]
+    drops: Callable[[str], bool]
+    too_deep: Callable[[], str]
+    too_deep_key: Callable[[], None]
+    nested: Callable[[Any, str, int], Any]
+    hit: Callable[[str, int], None]
 
 
 class Sanitizer:
@@ -54,6 +74,33 @@ class Sanitizer:
     def hit(self, limit: str, count: int = 1) -> None:
         """Count `count` values, attributes, events or links cut by `limit` (a mapping.limits key)."""
         self.hits[limit] = self.hits.get(limit, 0) + count
+
+    def count_over(self, limit: str, seen: int, dropped: int) -> int:
+        """A list of `seen` items read up to `limit` (a mapping.limits key): counts what it cut, and returns the
+        message's dropped_*_count with the cut added, as an SDK would count it."""
+        excess = seen - getattr(self.limits, limit)
+        if excess <= 0:
+            return dropped
+        self.hit(limit, excess)
+        return min(dropped + excess, _UINT32_MAX)
+
+    def native(self) -> NativeInterface:
+        limits = self.limits
+        return NativeInterface(
+            limits.max_attributes,
+            limits.max_events,
+            limits.max_links,
+            limits.max_depth,
+            self.text_plan,
+            self.key_verdicts,
+            self.text,
+            self.blob,
+            self.drops,
+            self.too_deep,
+            self.too_deep_key,
+            self.nested,
+            self.hit,
+        )
 
     def drops(self, key: str) -> bool:
         """Whether to drop this key, counting it when so."""
@@ -108,66 +155,3 @@ class Sanitizer:
             return value
         self.hit("max_depth")
         return source
-
-    def message(self, message: Any) -> None:
-        """Cut the attribute list of a Resource, InstrumentationScope, Span, Event or Link to the limit,
-        counting the rest in its dropped_attributes_count as an SDK would."""
-        attributes = message.attributes
-        excess = len(attributes) - self.limits.max_attributes
-        if excess > 0:
-            del attributes[self.limits.max_attributes :]
-            message.dropped_attributes_count = min(message.dropped_attributes_count + excess, _UINT32_MAX)
-            self.hit("max_attributes", excess)
-
-    def _field(self, message: Any, name: str) -> None:
-        value = getattr(message, name)
-        if value:
-            cleaned = self.text(value)
-            if cleaned is not value:
-                setattr(message, name, cleaned)
-
-    def scope(self, scope: Any) -> None:
-        self.message(scope)
-        self._field(scope, "name")
-        self._field(scope, "version")
-
-    def span(self, span: Any) -> None:
-        """Cut a span's lists to the limits and clean its strings that are not attributes, in place, before
-        the mapping reads the span."""
-        limits = self.limits
-        if len(span.attributes) > limits.max_attributes:
-            self.message(span)
-        events = span.events
-        if events:
-            excess = len(events) - limits.max_events
-            if excess > 0:
-                del events[limits.max_events :]
-                span.dropped_events_count = min(span.dropped_events_count + excess, _UINT32_MAX)
-                self.hit("max_events", excess)
-            for event in events:
-                self.message(event)
-                self._field(event, "name")
-        links = span.links
-        if links:
-            excess = len(links) - limits.max_links
-            if excess > 0:
-                del links[limits.max_links :]
-                span.dropped_links_count = min(span.dropped_links_count + excess, _UINT32_MAX)
-                self.hit("max_links", excess)
-            for link in links:
-                self.message(link)
-                self._field(link, "trace_state")
-        text = self.text
-        name = span.name
-        if name:
-            cleaned = text(name)
-            if cleaned is not name:
-                span.name = cleaned
-        if span.trace_state:
-            self._field(span, "trace_state")
-        status = span.status
-        message = status.message
-        if message:
-            cleaned = text(message)
-            if cleaned is not message:
-                status.message = cleaned

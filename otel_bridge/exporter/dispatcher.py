@@ -16,11 +16,11 @@ import logging
 import time
 
 from otel_bridge.config import Batch as BatchConfig
-from otel_bridge.config import format_duration
+from otel_bridge.notation import format_duration
 from otel_bridge.errors import ProjectBlockedError, ProjectInRetry, QueueError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.queue import CallQueue
-from otel_bridge.telemetry.metrics import Metrics, total
+from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["Dispatcher"]
 
@@ -52,7 +52,6 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._update_gauges()
         self._tasks = [asyncio.create_task(self._consume(), name=f"consumer-{i}") for i in range(self._consumers)]
         self._tasks.append(asyncio.create_task(self._report(), name="delivery-report"))
 
@@ -94,22 +93,10 @@ class Dispatcher:
                 await asyncio.sleep(_PAUSE_AFTER_ERROR)
             else:
                 self.queue.ack(batch)
-            finally:
-                self._update_gauges()
 
-    def _update_gauges(self) -> None:
-        self.metrics.queue_size_bytes.set(self.queue.size_bytes)
-        self.metrics.queue_size_calls.set(self.queue.size_calls)
-        self.metrics.blocked_projects.set(len(self.queue.paused_projects()))
-
-    def _tally(self) -> dict[str, float]:
-        m = self.metrics
-        return {
-            "sent": total(m.sent_calls),
-            "retried": total(m.retried_calls),
-            "dead-lettered": total(m.dead_lettered_calls),
-            "refused": total(m.refused_spans, reason=("queue_full", "queue_error")),
-        }
+    def _tally(self) -> dict[str, int]:
+        t = self.metrics.tally
+        return {"sent": t.sent, "retried": t.retried, "dead-lettered": t.dead_lettered, "refused": t.refused}
 
     async def _report(self) -> None:
         """Every report_interval while degraded, one line with what happened; one more when it recovers."""
@@ -118,10 +105,10 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.report_interval)
             current = self._tally()
-            delta = {key: int(current[key] - previous[key]) for key in current}
+            delta = {key: current[key] - previous[key] for key in current}
             previous = current
             blocked = self.queue.paused_projects()
-            in_retry = self.metrics.registry.get_sample_value("otelbridge_exporter_batches_in_retry") or 0
+            in_retry = self.metrics.tally.in_retry
             queue = self.queue
             held = (
                 f"queue holds {queue.size_calls} calls ({queue.size_bytes / 2**20:.1f} MiB, "
@@ -157,7 +144,6 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._update_gauges()
         left = self.queue.size_calls
         if left and self.queue.store.durable:
             log.warning(

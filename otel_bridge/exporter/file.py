@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from otel_bridge.exporter.envelope import body
 from otel_bridge.exporter.queue import Batch
 from otel_bridge.private_files import make_private_dirs, open_private
 
@@ -20,7 +21,7 @@ class FileSender:
 
     async def send(self, batch: Batch) -> None:
         async with self._lock:  # one writer at a time keeps every line whole
-            self._file.write(batch.body() + b"\n")
+            self._file.write(body(batch.calls) + b"\n")
             self._file.flush()
 
     async def close(self) -> None:

@@ -31,7 +31,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -39,23 +39,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
+from otel_bridge.exporter.envelope import body_size
 from otel_bridge.private_files import make_private_dirs, open_private
 
-__all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "body_size", "QUEUE_FULL_RETRY_AFTER"]
+__all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "QUEUE_FULL_RETRY_AFTER"]
 
 log = logging.getLogger("otel_bridge.exporter.queue")
-
-# {"batch":[ ... ]}
-_BODY_OVERHEAD = len(b'{"batch":[]}')
 
 # The delay a refused exporter is told to wait (gRPC RetryInfo, HTTP Retry-After): the queue frees space
 # as fast as the upstream accepts calls, and exporters have their own deadline (10s in the OTel SDKs).
 QUEUE_FULL_RETRY_AFTER = 1.0
-
-
-def body_size(call_sizes: int, count: int) -> int:
-    """Bytes of the request body holding `count` calls of `call_sizes` bytes in all."""
-    return _BODY_OVERHEAD + call_sizes + max(count - 1, 0)
 
 
 @dataclass(slots=True)
@@ -68,25 +61,6 @@ class Batch:
     def nbytes(self) -> int:
         """The calls' own bytes, not the body's."""
         return sum(map(len, self.calls))
-
-    def body(self) -> bytes:
-        return b'{"batch":[' + b",".join(self.calls) + b"]}"
-
-    def body_chunks(self, chunk_bytes: int = 256 * 1024) -> Iterator[bytes]:
-        """body() in pieces of about chunk_bytes: a batch of LLM calls is megabytes, and a whole copy per
-        send held up the bridge's memory (one per consumer, more until the garbage collector ran)."""
-        piece: list[bytes] = [b'{"batch":[']
-        size = 0
-        for i, call in enumerate(self.calls):
-            if i:
-                piece.append(b",")
-            piece.append(call)
-            size += len(call)
-            if size >= chunk_bytes:
-                yield b"".join(piece)
-                piece, size = [], 0
-        piece.append(b"]}")
-        yield b"".join(piece)
 
 
 class Store(Protocol):
@@ -119,7 +93,7 @@ class MemoryStore:
         return []
 
     async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
-        return calls  # type: ignore[return-value]
+        return calls  # the calls are their own refs
 
     async def load(self, refs: list[Any]) -> list[bytes]:
         return refs

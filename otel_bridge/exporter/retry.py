@@ -55,7 +55,7 @@ class RetrySender:
         self.initial_interval = initial_interval
         self.max_interval = max_interval
         self.max_elapsed_time = max_elapsed_time  # 0: forever
-        self.metrics = metrics
+        self.report = metrics.exporter
         # While a batch waits to be retried, its project is held: no other consumer takes its batches, and
         # one that fails meanwhile goes back to the queue (ProjectInRetry) instead of retrying beside it.
         self._hold = hold
@@ -77,13 +77,13 @@ class RetrySender:
                         if not self._hold(batch.project):
                             raise ProjectInRetry(f"{batch.project} already has a batch waiting to be retried") from None
                         held = True
-                        self.metrics.batches_in_retry.inc()
+                        self.report.retry_wait_started()
                     wait = self._wait_for_retry(batch, exc, attempt, deadline)
                 attempt += 1
                 await self._sleep(wait)
         finally:
             if held:
-                self.metrics.batches_in_retry.dec()
+                self.report.retry_wait_ended()
                 self._release(batch.project)
 
     def _wait_for_retry(self, batch: Batch, exc: RetryableError, attempt: int, deadline: float | None) -> float:
@@ -97,7 +97,7 @@ class RetrySender:
         # degraded-delivery report (telemetry.degraded_log_interval).
         level = logging.WARNING if attempt == 0 else logging.DEBUG
         log.log(level, "sending %d calls to %s failed, retrying in %.1fs: %s", len(batch.calls), batch.project, wait, exc)
-        self.metrics.retried_calls.inc(len(batch.calls))
+        self.report.retrying(len(batch.calls))
         return wait
 
     async def close(self) -> None:

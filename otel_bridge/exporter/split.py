@@ -28,8 +28,9 @@ from otel_bridge.errors import (
 )
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.sender import Sender
+from otel_bridge.exporter.envelope import body_size
+from otel_bridge.exporter.queue import Batch
 from otel_bridge.exporter.trim import trim_call
-from otel_bridge.exporter.queue import Batch, body_size
 from otel_bridge.telemetry.metrics import Metrics
 
 __all__ = ["SplitSender"]
@@ -60,7 +61,7 @@ class SplitSender:
         self.inner = inner
         self.max_body_bytes = max_body_bytes
         self.dead_letter = dead_letter
-        self.metrics = metrics
+        self.report = metrics.exporter
 
     async def send(self, batch: Batch) -> None:
         await self._deliver(batch, self.max_body_bytes)
@@ -88,7 +89,7 @@ class SplitSender:
                 size,
                 limit,
             )
-            self.metrics.trimmed_calls.inc()
+            self.report.trimmed()
             sent = Batch(batch.project, [trimmed])
         try:
             await self.inner.send(sent)
@@ -110,7 +111,7 @@ class SplitSender:
         except ExportError as exc:
             await self._dead_letter(batch, exc)
         else:
-            self.metrics.sent_calls.inc(len(batch.calls))
+            self.report.sent(len(batch.calls))
 
     async def _dead_letter(self, batch: Batch, error: ExportError) -> None:
         reason = _reason(error)
@@ -133,8 +134,7 @@ class SplitSender:
             reason,
             error,
         )
-        self.metrics.send_failed_calls.labels(reason=reason).inc(len(batch.calls))
-        self.metrics.dead_lettered_calls.inc(len(batch.calls))
+        self.report.dead_lettered(reason, len(batch.calls))
 
     async def close(self) -> None:
         await self.inner.close()

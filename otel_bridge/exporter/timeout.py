@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otel_bridge.config import format_duration
+from otel_bridge.notation import format_duration
 from otel_bridge.errors import RetryableError
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.queue import Batch

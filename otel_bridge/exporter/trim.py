@@ -40,7 +40,7 @@ def trim_call(call: bytes, limit: int) -> bytes | None:
 def _slots(data: dict[str, Any]) -> list[tuple[Any, Any]]:
     """(container, key) of every value under the sections, depth first."""
     slots: list[tuple[Any, Any]] = []
-    stack = [(data, name) for name in _SECTIONS if data.get(name) is not None]
+    stack: list[tuple[Any, Any]] = [(data, name) for name in _SECTIONS if data.get(name) is not None]
     while stack:
         container, key = stack.pop()
         slots.append((container, key))

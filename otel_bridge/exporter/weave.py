@@ -16,7 +16,8 @@ from otel_bridge.errors import (
     RequestTooLargeError,
     RetryableError,
 )
-from otel_bridge.exporter.queue import Batch, body_size
+from otel_bridge.exporter.envelope import body_chunks, body_size
+from otel_bridge.exporter.queue import Batch
 
 __all__ = ["WeaveSender", "is_retryable", "parse_retry_after"]
 
@@ -49,7 +50,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 async def _stream(batch: Batch) -> AsyncIterator[bytes]:
-    for chunk in batch.body_chunks():
+    for chunk in body_chunks(batch.calls):
         yield chunk
 
 

@@ -1,6 +1,7 @@
-"""Span -> call: a pure function of (span, scope, resource, rules); the rules are data (rules.yaml)."""
+"""Span -> call: a pure function of (span, scope, resource, rules) over decoded data (otel_bridge.decode.decoded);
+the rules are data (rules.yaml). Nothing here reads bytes."""
 
-from otel_bridge.mapping.request import NO_PROJECT, MappedRequest, Mapper, map_request
+from otel_bridge.mapping.request import NO_PROJECT, MappedRequest, map_resource_spans
 from otel_bridge.mapping.rules import DEFAULT_RULES, Rules, as_config, build_rules, compile_rules, default_tables
 from otel_bridge.mapping.span import map_span
 
@@ -8,12 +9,11 @@ __all__ = [
     "DEFAULT_RULES",
     "NO_PROJECT",
     "MappedRequest",
-    "Mapper",
     "Rules",
     "as_config",
     "build_rules",
     "compile_rules",
     "default_tables",
-    "map_request",
+    "map_resource_spans",
     "map_span",
 ]

@@ -104,7 +104,7 @@ def as_bool(value: Any) -> bool | None:
 # cost per call, and the mapping uses those when the extension is built.
 REFERENCE = {f.__name__: f for f in (find, first_truthy, first, first_present, as_int, as_str, as_bool)}
 try:
-    from otel_bridge.mapping import _lookup
+    from otel_bridge.mapping import _lookup  # type: ignore[attr-defined]
 except ImportError:
     _lookup = None
 NATIVE = _lookup is not None

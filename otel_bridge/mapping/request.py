@@ -1,4 +1,5 @@
-"""The bytes of one OTLP ExportTraceServiceRequest -> serialized calls per project, plus the spans it rejects.
+"""The decoded spans of one OTLP ExportTraceServiceRequest -> serialized calls per project, plus the spans it
+rejects. Decoding is not the mapping's: pipeline.map_request decodes (otel_bridge.decode), then maps here.
 
 Routing, first that applies: resource attributes `wandb.entity` + `wandb.project`; the request's
 `project_id` header/metadata; `exporter.weave.project`. A span with none is rejected, never guessed.
@@ -13,20 +14,17 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.project import PROJECT_FORM, parse_project
-from otel_bridge.config import Mapping as MappingConfig
-from otel_bridge.decode import decode_request
-from otel_bridge.decode.decoded import Span
-from otel_bridge.errors import RejectedSpan
-from otel_bridge.decode.limits import SpanLimits
-from otel_bridge.mapping.lookup import as_str, find
-from otel_bridge.mapping.rules import Rules, build_rules
-from otel_bridge.mapping.span import map_span
-from otel_bridge.decode.otlp import short_hex
-from otel_bridge.decode.redact import Redaction, compile_redaction
-from otel_bridge.decode.sanitize import Sanitizer
+from collections.abc import Iterable
 
-__all__ = ["Mapper", "MappedRequest", "map_request", "NO_PROJECT"]
+from otel_bridge.decode.decoded import ResourceSpans, Span
+from otel_bridge.decode.otlp import short_hex
+from otel_bridge.errors import RejectedSpan
+from otel_bridge.mapping.lookup import as_str, find
+from otel_bridge.mapping.rules import Rules
+from otel_bridge.mapping.span import map_span
+from otel_bridge.project import PROJECT_FORM, parse_project
+
+__all__ = ["MappedRequest", "map_resource_spans", "NO_PROJECT"]
 
 log = logging.getLogger("otel_bridge.mapping")
 
@@ -36,14 +34,6 @@ NO_PROJECT = (
 )
 _MAX_REASONS = 3
 
-# What a limit hit did, for the partial_success warning: (count, limit) -> text.
-_LIMIT_WARNINGS = {
-    "max_attribute_value_length": "{n} values cut to {limit} characters or bytes (mapping.limits.max_attribute_value_length)",
-    "max_attributes": "{n} attributes dropped over {limit} per list (mapping.limits.max_attributes)",
-    "max_events": "{n} events dropped over {limit} per span (mapping.limits.max_events)",
-    "max_links": "{n} links dropped over {limit} per span (mapping.limits.max_links)",
-    "max_depth": "{n} values nested deeper than {limit} levels kept as sent or cut (mapping.limits.max_depth)",
-}
 # Values the mapping could not use (they stay in otel_dump): kind -> text.
 _VALUE_WARNINGS = {
     "token_count": "{n} token counts that are not non-negative integers left out of summary.usage",
@@ -58,6 +48,7 @@ class MappedRequest:
     spans: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    # What decoding cut, filled in by whoever decoded (pipeline.map_request), once the spans were iterated.
     limit_hits: dict[str, int] = field(default_factory=dict)  # mapping.limits key -> what it cut
     value_warnings: Counter = field(default_factory=Counter)  # kind (_VALUE_WARNINGS) -> values not used
     warnings: list[str] = field(default_factory=list)  # the limits hit, as text
@@ -106,37 +97,30 @@ def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
     return candidate, None
 
 
-def map_request(
-    data: bytes,
-    *,
-    header_project: str | None,
-    default_project: str,
-    rules: Rules,
-    limits: SpanLimits,
-    redaction: Redaction,
+def map_resource_spans(
+    resource_spans: Iterable[ResourceSpans], *, header_project: str | None, default_project: str, rules: Rules
 ) -> MappedRequest:
-    """Decode and map every span; limits and redaction apply while the bytes are decoded, so no call holds
-    what they remove. Raises BadRequestError when `data` is not an ExportTraceServiceRequest."""
+    """Route and map every span (decoded, so limits and redaction were applied and no call holds what they
+    removed)."""
     result = MappedRequest()
-    sanitizer = Sanitizer(limits, redaction)
     header_error = None
     if header_project and parse_project(header_project) is None:
         header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
-    for resource_spans in decode_request(data, sanitizer):
-        resource = resource_spans.resource
+    for resources in resource_spans:
+        resource = resources.resource
         project_id, reason = _resource_project(resource["attributes"])
         if project_id is None and reason is None:
             reason = header_error
             project_id = None if header_error else header_project or default_project or None
             if project_id is None and reason is None:
                 reason = NO_PROJECT
-        for scope_spans in resource_spans.scope_spans:
+        for scope_spans in resources.scope_spans:
             scope = scope_spans.scope
             scope_rules = rules.for_scope(scope["name"])
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
-                    result.reject(span, reason)
+                    result.reject(span, reason or NO_PROJECT)  # reason is set when project_id is not
                     continue
                 try:
                     call = map_span(
@@ -152,38 +136,4 @@ def map_request(
                     result.reject(span, f"internal error while mapping: {type(exc).__name__}: {exc}")
                     continue
                 result.calls.setdefault(project_id, []).append(encoded)
-    result.limit_hits = sanitizer.hits
-    # In the table's order, not the order the limits were hit in, which differs between the decoders.
-    result.warnings = [
-        text.format(n=sanitizer.hits[limit], limit=getattr(limits, limit))
-        for limit, text in _LIMIT_WARNINGS.items()
-        if limit in sanitizer.hits
-    ]
-    result.redacted_values = sanitizer.redacted_values
-    result.dropped_keys = sanitizer.dropped_keys
     return result
-
-
-@dataclass(frozen=True, slots=True)
-class Mapper:
-    """map_request with what a config's `mapping:` section says, compiled once. `serve` and `convert` both
-    build it here, so convert prints exactly the calls the bridge would queue."""
-
-    rules: Rules
-    limits: SpanLimits
-    redaction: Redaction
-
-    @classmethod
-    def from_config(cls, mapping: MappingConfig) -> Mapper:
-        return cls(build_rules(mapping.edits()), SpanLimits.from_config(mapping.limits), compile_redaction(mapping.redact))
-
-    def map(self, data: bytes, *, header_project: str | None, default_project: str) -> MappedRequest:
-        """The calls of a serialized request; BadRequestError when the bytes are not one."""
-        return map_request(
-            data,
-            header_project=header_project,
-            default_project=default_project,
-            rules=self.rules,
-            limits=self.limits,
-            redaction=self.redaction,
-        )

@@ -50,7 +50,7 @@ class _TraceService:
                 result = await self.pipeline.export(data, header_project=header_project, transport="grpc")
             except (BadRequestError, QueueError) as exc:
                 if isinstance(exc, BadRequestError):
-                    self.pipeline.metrics.refused_requests.labels(transport="grpc", reason="bad_request").inc()
+                    self.pipeline.metrics.receiver("grpc").request_refused("bad_request")
                 # The status is set and the call returns, rather than context.abort(): abort raises, and that
                 # exception's traceback kept this frame's request (and the mapped calls) alive in a reference
                 # cycle until the garbage collector ran, which under sustained overload it rarely did.
@@ -65,7 +65,7 @@ class _TraceService:
                 response.partial_success.error_message = result.error_message
             return response
         finally:
-            self.pipeline.metrics.request_duration.labels(transport="grpc").observe(time.perf_counter() - started)
+            self.pipeline.metrics.receiver("grpc").request_took(time.perf_counter() - started)
 
 
 class GrpcTraceReceiver:
@@ -80,9 +80,9 @@ class GrpcTraceReceiver:
         self._shutdown_timeout = shutdown_timeout
         interceptors = []
         if config.auth is not None:
-            refused = pipeline.metrics.refused_requests.labels(transport="grpc", reason="unauthenticated")
+            report = pipeline.metrics.receiver("grpc")
             token = BearerToken(config.auth.bearer_token.get_secret_value())
-            interceptors.append(GrpcBearerAuth(token, on_refused=refused.inc))
+            interceptors.append(GrpcBearerAuth(token, on_refused=lambda: report.request_refused("unauthenticated")))
         self._credentials = grpc_server_credentials(config.tls, "receiver.grpc") if config.tls else None
         self._server = grpc.aio.server(
             interceptors=interceptors,

@@ -130,8 +130,7 @@ def _decompress(body: bytes, wbits: int, limit: int) -> bytes:
 
 
 def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None) -> web.Application:
-    metrics = pipeline.metrics
-    duration = metrics.request_duration.labels(transport="http")
+    report = pipeline.metrics.receiver("http")
 
     async def export(request: web.Request) -> web.Response:
         if request.method != "POST":
@@ -169,12 +168,12 @@ def otlp_http_app(pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken
                 response.partial_success.error_message = result.error_message
             return web.Response(body=codec.encode(response), content_type=codec.content_type)
         except _Refused as refused:
-            metrics.refused_requests.labels(transport="http", reason=refused.reason).inc()
+            report.request_refused(refused.reason)
             if codec is None or refused.status == 415:
                 return _text(refused.status, str(refused), refused.headers)
             return _status(codec, refused.status, str(refused), refused.headers)
         finally:
-            duration.observe(time.perf_counter() - started)
+            report.request_took(time.perf_counter() - started)
 
     app = web.Application()
     app.router.add_route("*", TRACES_PATH, export)

@@ -1,17 +1,37 @@
-"""The bridge's own metrics (Prometheus).
+"""The bridge's own metrics (Prometheus), and the one place that counts what each stage did.
 
 Metric names pair a stage with an outcome, like the OpenTelemetry Collector's. Metrics live on a registry
 passed in, never the global one, so every bridge (and every test) has its own. Label values (transport,
 reason) are part of the contract: dashboards and alerts select on them.
+
+As the Collector's obsreport does, a stage does not touch counters: it tells its report what happened
+(ReceiverReport per transport, DecodeReport, ExporterReport), and the report counts it, in the metrics
+and in the plain Tally the degraded-delivery log reads. The queue's gauges read the queue when scraped
+(watch_queue), so no stage sets them and nothing reads a metric back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 from otel_bridge import __version__
 
-__all__ = ["Metrics", "total"]
+__all__ = ["DecodeReport", "ExporterReport", "Metrics", "ReceiverReport", "Tally", "total"]
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals for the degraded-delivery log: calls sent, retried and dead-lettered, spans refused
+    because the queue could not take them, and batches waiting to be retried now."""
+
+    sent: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    refused: int = 0
+    in_retry: int = 0
 
 
 class Metrics:
@@ -89,6 +109,114 @@ class Metrics:
         Info("otelbridge_build", "The running bridge's version.", registry=r).info({"version": __version__})
         # process_resident_memory_bytes, process_cpu_seconds_total, ...: what resource requests are sized from.
         ProcessCollector(registry=r)
+        self.tally = Tally()
+        self.batches_in_retry.set_function(lambda: self.tally.in_retry)
+        self.decode = DecodeReport(self)
+        self.exporter = ExporterReport(self)
+        self._receivers: dict[str, ReceiverReport] = {}
+
+    def receiver(self, transport: str) -> ReceiverReport:
+        """The report of one transport's receiver ("grpc", "http")."""
+        report = self._receivers.get(transport)
+        if report is None:
+            report = self._receivers[transport] = ReceiverReport(self, transport)
+        return report
+
+    def watch_queue(self, size_bytes: Callable[[], float], size_calls: Callable[[], float],
+                    blocked_projects: Callable[[], float], capacity_bytes: float) -> None:
+        """The queue's gauges, read from the queue when scraped."""
+        self.queue_size_bytes.set_function(size_bytes)
+        self.queue_size_calls.set_function(size_calls)
+        self.blocked_projects.set_function(blocked_projects)
+        self.queue_capacity_bytes.set(capacity_bytes)
+
+
+class ReceiverReport:
+    """What a receiver and the pipeline did with one transport's requests."""
+
+    __slots__ = ("_metrics", "_transport", "_received", "_accepted", "_duration")
+
+    def __init__(self, metrics: Metrics, transport: str) -> None:
+        self._metrics = metrics
+        self._transport = transport
+        self._received = metrics.received_spans.labels(transport=transport)
+        self._accepted = metrics.accepted_spans.labels(transport=transport)
+        self._duration = metrics.request_duration.labels(transport=transport)
+
+    def request_refused(self, reason: str) -> None:
+        """A request refused before its spans were decoded."""
+        self._metrics.refused_requests.labels(transport=self._transport, reason=reason).inc()
+
+    def request_took(self, seconds: float) -> None:
+        self._duration.observe(seconds)
+
+    def spans_received(self, count: int) -> None:
+        self._received.inc(count)
+
+    def spans_accepted(self, count: int) -> None:
+        self._accepted.inc(count)
+
+    def spans_refused(self, reason: str, count: int) -> None:
+        """Spans rejected (invalid) or refused with the request (queue_full, too_large, queue_error)."""
+        self._metrics.refused_spans.labels(transport=self._transport, reason=reason).inc(count)
+        if reason in ("queue_full", "queue_error"):
+            self._metrics.tally.refused += count
+
+
+class DecodeReport:
+    """What limits and redaction changed while requests were decoded."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def cuts(self, limit_hits: Mapping[str, int], redacted_values: int, dropped_keys: int) -> None:
+        for limit, count in limit_hits.items():
+            self._metrics.limit_hits.labels(limit=limit).inc(count)
+        if redacted_values:
+            self._metrics.redactions.labels(kind="value").inc(redacted_values)
+        if dropped_keys:
+            self._metrics.redactions.labels(kind="attribute").inc(dropped_keys)
+
+    def unused_values(self, by_kind: Mapping[str, int]) -> None:
+        """Values the mapping could not use (a token count that is no count, ...), by kind."""
+        for kind, count in by_kind.items():
+            self._metrics.unused_values.labels(kind=kind).inc(count)
+
+
+class ExporterReport:
+    """What delivery did with batches of calls."""
+
+    __slots__ = ("_metrics", "_tally")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._tally = metrics.tally
+
+    def sent(self, calls: int) -> None:
+        self._metrics.sent_calls.inc(calls)
+        self._tally.sent += calls
+
+    def retrying(self, calls: int) -> None:
+        """A send attempt of `calls` failed and will be retried."""
+        self._metrics.retried_calls.inc(calls)
+        self._tally.retried += calls
+
+    def retry_wait_started(self) -> None:
+        self._tally.in_retry += 1
+
+    def retry_wait_ended(self) -> None:
+        self._tally.in_retry -= 1
+
+    def trimmed(self) -> None:
+        self._metrics.trimmed_calls.inc()
+
+    def dead_lettered(self, reason: str, calls: int) -> None:
+        """Calls the upstream never accepted, written to the dead-letter file."""
+        self._metrics.send_failed_calls.labels(reason=reason).inc(calls)
+        self._metrics.dead_lettered_calls.inc(calls)
+        self._tally.dead_lettered += calls
 
 
 def total(metric: Counter, **label_values: tuple[str, ...]) -> float:

@@ -240,6 +240,9 @@ class FakeModelServer:
 
     def __init__(self) -> None:
         self.served: list[dict[str, Any]] = []
+        # Anthropic's message threads (anthropic >= 2's tool runner uses them): a request that continues a
+        # thread sends only its new messages, so the tool results so far are counted by response id.
+        self.thread_tool_results: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -313,7 +316,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse([(e["type"], e) for e in events]) if stream else self._json(200, full)
         elif path.endswith("/messages"):
             model = body.get("model", "")
-            full, events = fake.serve("anthropic", model, _anthropic_tool_results(body), lambda n, rid, tool: _anthropic(body, n, rid, tool))
+            previous = (body.get("thread") or {}).get("previous_message_id")
+            tool_results = _anthropic_tool_results(body) + fake.thread_tool_results.get(previous, 0)
+            full, events = fake.serve("anthropic", model, tool_results, lambda n, rid, tool: _anthropic(body, n, rid, tool))
+            fake.thread_tool_results[full["id"]] = tool_results
             self._sse([(e["type"], e) for e in events]) if stream else self._json(200, full)
         elif ":generateContent" in path or ":streamGenerateContent" in path:
             model = path.rsplit("/", 1)[-1].split(":")[0]

@@ -1,0 +1,64 @@
+"""The package map of README "Development": each package imports only what its line there allows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "otel_bridge"
+LEAVES = {"errors", "project", "notation", "private_files", "__init__"}  # __init__: the version
+
+# Unit -> the bridge's modules it may import, as "unit" or "unit.module"; units not named here may import anything.
+ALLOWED = {
+    **{leaf: {"errors", "__init__"} for leaf in LEAVES},
+    "config": LEAVES,
+    "decode": {"config"} | LEAVES,
+    "mapping": {"decode.decoded", "decode.otlp"} | LEAVES,
+    "exporter": {"config", "telemetry.metrics"} | LEAVES,
+    "telemetry": {"config", "exporter.reachability"} | LEAVES,
+    "pipeline": {"config", "decode", "mapping", "exporter.queue", "telemetry"} | LEAVES,
+    "receiver": {"config", "pipeline", "http_server", "decode.otlp"} | LEAVES,
+    "http_server": LEAVES,
+}
+
+
+def _unit(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").exists() or (PACKAGE / name).is_dir()
+
+
+def _imports(path: Path) -> set[str]:
+    """The bridge's modules `path` imports, as dotted names below otel_bridge."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "otel_bridge":  # a submodule, or a name of otel_bridge/__init__.py (the version)
+                names.update(alias.name if _is_module(alias.name) else "__init__" for alias in node.names)
+            elif node.module.startswith("otel_bridge."):
+                names.add(node.module.removeprefix("otel_bridge."))
+        elif isinstance(node, ast.Import):
+            names.update(a.name.removeprefix("otel_bridge.") for a in node.names if a.name.startswith("otel_bridge."))
+    return names
+
+
+def test_every_package_imports_only_what_the_map_allows() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        allowed = ALLOWED.get(unit)
+        if allowed is None:
+            continue
+        for name in _imports(path):
+            target = name.split(".")[0]
+            if target == unit or target in allowed or ".".join(name.split(".")[:2]) in allowed:
+                continue
+            wrong.append(f"{path.relative_to(PACKAGE)} imports otel_bridge.{name}")
+    assert not wrong, "imports the README's package map does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_map_names_every_package() -> None:
+    units = {_unit(path) for path in PACKAGE.rglob("*.py")}
+    assert units - set(ALLOWED) == {"app", "supervisor", "cli", "__main__"}
