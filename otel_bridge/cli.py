@@ -91,7 +91,7 @@ def _convert(args: argparse.Namespace) -> int:
         )
         for project_calls in mapped.calls.values():
             calls.extend(project_calls)
-        if mapped.rejected or mapped.warnings:
+        if mapped.rejected or mapped.warnings or mapped.value_warnings:
             rejected += mapped.rejected
             print(f"otel-bridge convert: {mapped.error_message()}", file=sys.stderr)
     body = orjson.loads(b'{"batch":[' + b",".join(calls) + b"]}")

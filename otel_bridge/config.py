@@ -361,7 +361,7 @@ ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
 AttributeKey = Annotated[str, PlainValidator(_attribute_key, json_schema_input_type=str)]
 
 
-class Mapping(_Section):
+class TableEdits(_Section):
     """Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table. An omitted table
     keeps its default. In a table of named entries (attributes, usage, ...), an entry set to null is
     removed and an entry not there yet is added."""
@@ -374,12 +374,14 @@ class Mapping(_Section):
     attributes: dict[str, KeysEdit] = {}  # short key -> sources
     custom_attributes: KeysEdit = None
     usage: dict[str, KeysEdit] = {}  # usage field -> sources
-    model_calls: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
-    usage_rollups: dict[AttributeKey, ValuesEdit] = {}
+    model_responses: KeysEdit = None
+    usage_rollups: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
+    input_excludes: ValuesEdit = None  # usage fields
     op_name: KeysEdit = None
     display_name: KeysEdit = None
     thread_id: KeysEdit = None
     is_turn: KeysEdit = None
+    root_turn: KeysEdit = None
     wb_run_id: KeysEdit = None
     wb_run_step: KeysEdit = None
     wb_run_step_end: KeysEdit = None
@@ -388,6 +390,12 @@ class Mapping(_Section):
     exception: KeysEdit = None
     drop: KeysEdit = None
     rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+
+
+class Mapping(TableEdits):
+    """The rule tables' edits, the edits per instrumentation scope, redaction and limits."""
+
+    scopes: dict[str, TableEdits | None] = {}  # scope name -> its edits (replacing the default ones), null: none
     # Not tables: what never leaves the bridge, and how much one span may carry.
     redact: Redact = Redact()
     limits: Limits = Limits()

@@ -152,6 +152,7 @@ class Pipeline:
             report.spans_refused(reason, spans)
             raise
         self.metrics.decode.cuts(mapped.limit_hits, mapped.redacted_values, mapped.dropped_keys)
+        self.metrics.decode.unused_values(mapped.value_warnings)
         report.spans_accepted(mapped.accepted)
         if mapped.rejected > refused:
             report.spans_refused("invalid", mapped.rejected - refused)

@@ -99,8 +99,9 @@ def test_a_null_array_item_is_absent():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(3.0, 3), (3.5, None), (2.0**63, None), (-(2.0**63), -(2**63)), (2**63, None), (-(2**63), -(2**63)),
-     (" 12 ", 12), ("1_000", 1000), ("x", None), (True, None), ({CONFLICT_KEY: "5", "cached": 1}, 5), (math.nan, None)],
+    [(3.0, 3), (3.5, None), (2.0**63, None), (-(2.0**63), None), (2**63, None), (-(2**63), None), (2**63 - 1, 2**63 - 1),
+     (-1, None), (-0.0, 0), ("12", 12), (" 12 ", None), ("1_000", None), ("+7", None), ("-3", None), ("\u0661", None),
+     ("", None), ("x", None), (True, None), ({CONFLICT_KEY: "5", "cached": 1}, 5), (math.nan, None)],
 )
 def test_as_int_examples(value, expected):
     assert _lookup.as_int(value) == REF["as_int"](value) == expected

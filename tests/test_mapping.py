@@ -210,6 +210,22 @@ def test_end_before_start_is_clamped_but_dump_keeps_original() -> None:
             id="both",
         ),
         pytest.param({"langfuse.startTime": "not a time"}, START, END, id="unparsable-ignored"),
+        # Epoch numbers by magnitude, int or float, start and end alike (Weave's try_parse_timestamp: float s)
+        pytest.param({"langfuse.endTime": 1_767_225_605.5}, START, 1_767_225_605_500_000_000, id="end-float-s"),
+        pytest.param({"langfuse.startTime": (START - 5_000_000_000) // 1_000_000_000}, (START - 5_000_000_000) // 10**9 * 10**9,
+                     END, id="start-int-s"),
+        pytest.param({"langfuse.startTime": (START - 7_000_000) // 1_000_000}, (START - 7_000_000) // 10**6 * 10**6, END,
+                     id="start-int-ms"),
+        pytest.param({"langfuse.endTime": (END + 3_000) // 1_000}, START, (END + 3_000) // 1000 * 1000, id="end-int-us"),
+        pytest.param({"langfuse.startTime": (START - 10**9) / 1e3}, START - 10**9, END, id="start-float-ms"),
+        pytest.param(  # the case of issue 18: ns start, float seconds end
+            {"langfuse.startTime": 1_672_531_200_000_000_000, "langfuse.endTime": 1_748_736_000.0},
+            1_672_531_200_000_000_000, 1_748_736_000_000_000_000, id="start-ns-end-float-s",
+        ),
+        pytest.param({"langfuse.startTime": END + 10**9}, START, END, id="start-after-end-refused"),
+        pytest.param({"langfuse.endTime": (START - 10**9) / 1e9}, START, END, id="end-before-start-refused"),
+        pytest.param({"langfuse.startTime": -5}, START, END, id="negative-ignored"),
+        pytest.param({"langfuse.startTime": True}, START, END, id="bool-ignored"),
     ],
 )
 def test_langfuse_time_overrides(attributes: dict, expected_start: int, expected_end: int) -> None:
@@ -220,6 +236,18 @@ def test_langfuse_time_overrides(attributes: dict, expected_start: int, expected
     # the dump keeps the span's own times
     assert call["otel_dump"]["start_time_unix_nano"] == START
     assert call["otel_dump"]["end_time_unix_nano"] == END
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [{"langfuse.startTime": "not a time"}, {"langfuse.endTime": {"a": 1}}, {"langfuse.startTime": END + 10**9}],
+    ids=["unreadable", "not-a-time", "ends-before-start"],
+)
+def test_override_times_not_applied_are_a_warning(attributes: dict) -> None:
+    result = map_request(request(span(attributes=attributes)).SerializeToString(), header_project=None,
+                         default_project="e/p", rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
+    assert result.rejected == 0 and result.value_warnings == {"override_time": 1}
+    assert "1 override times (started_at/ended_at) not applied" in result.error_message()
 
 
 # --- op_name / display_name -----------------------------------------------------------------------------------
@@ -528,7 +556,7 @@ def test_usage_rule_table_starts_with_the_reference_table() -> None:
 @pytest.mark.parametrize(("field", "source"), USAGE_CASES, ids=[s for _, s in USAGE_CASES])
 def test_usage_each_source(field: str, source: str) -> None:
     call = call_of(span(attributes={source: 17}))
-    assert call["summary"]["usage"] == {"usage": {field: 17}}
+    assert call["summary"]["usage"] == {"usage": {field: 17, "requests": 1}}
 
 
 @pytest.mark.parametrize("field", [f for f, s in USAGE_SOURCES.items() if len(s) > 1])
@@ -551,7 +579,15 @@ def test_usage_source_priority(field: str) -> None:
         pytest.param({"gen_ai.usage.prompt_tokens": 0, "llm.token_count.prompt": 9}, {"prompt_tokens": 0},
                      id="zero-wins-over-later-source"),
         pytest.param({"gen_ai.usage.input_tokens": "12"}, {"input_tokens": 12}, id="string-parsed"),
-        pytest.param({"gen_ai.usage.input_tokens": " 12 "}, {"input_tokens": 12}, id="string-with-spaces-parsed"),
+        pytest.param({"gen_ai.usage.input_tokens": " 12 "}, None, id="string-with-spaces-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": -3}, None, id="negative-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": -3.0}, None, id="negative-float-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": "-3"}, None, id="negative-string-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": "1_000"}, None, id="underscores-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": "+7"}, None, id="sign-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": "\u0661\u0662"}, None, id="non-ascii-digits-ignored"),
+        pytest.param({"gen_ai.usage.input_tokens": -1, "llm.token_count.prompt": 4}, {"prompt_tokens": 4},
+                     id="negative-falls-through"),
         pytest.param({"gen_ai.usage.input_tokens": 12.0}, {"input_tokens": 12}, id="integral-float-parsed"),
         pytest.param({"gen_ai.usage.prompt_tokens": "abc", "llm.token_count.prompt": 5}, {"prompt_tokens": 5},
                      id="non-numeric-falls-through"),
@@ -607,7 +643,27 @@ def test_usage_values(attributes: dict, expected: dict | None) -> None:
     if expected is None:
         assert "usage" not in call["summary"]
     else:
-        assert call["summary"]["usage"] == {"usage": expected}
+        assert call["summary"]["usage"] == {"usage": {**expected, "requests": 1}}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected_warning"),
+    [
+        pytest.param({"gen_ai.usage.input_tokens": -3}, "1 token counts that are not non-negative integers", id="negative"),
+        pytest.param({"gen_ai.usage.input_tokens": "1_000"}, "1 token counts", id="underscores"),
+        pytest.param({"gen_ai.request.model": {"a": 1}, "gen_ai.usage.input_tokens": 2},
+                     "1 model names that are not strings", id="dict-model"),
+    ],
+)
+def test_values_that_are_not_counts_or_names_are_warned_about_and_kept_in_otel_dump(attributes: dict, expected_warning: str) -> None:
+    result = map_request(request(span(attributes=attributes)).SerializeToString(), header_project=None,
+                         default_project="e/p", rules=DEFAULT_RULES, limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
+    assert result.rejected == 0
+    assert expected_warning in result.error_message()
+    (call,) = [orjson.loads(c) for c in result.calls["e/p"]]
+    assert "{'a': 1}" not in json.dumps(call["summary"])
+    assert list(call["summary"].get("usage", {"usage": None})) == ["usage"]
+    assert call["otel_dump"]["attributes"]["gen_ai"]["usage"]["input_tokens"] == attributes["gen_ai.usage.input_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -624,7 +680,7 @@ def test_usage_values(attributes: dict, expected: dict | None) -> None:
 )
 def test_usage_key(attributes: dict, key: str) -> None:
     call = call_of(span(attributes={**attributes, "gen_ai.usage.input_tokens": 1}))
-    assert call["summary"]["usage"] == {key: {"input_tokens": 1}}
+    assert call["summary"]["usage"] == {key: {"input_tokens": 1, "requests": 1}}
 
 
 # --- exception / status ---------------------------------------------------------------------------------------

@@ -45,19 +45,21 @@ def test_every_table_can_be_edited_from_the_config() -> None:
 
 def test_edits_give_the_effective_tables() -> None:
     tables = tables_of(CONFIGS / "mapping.yaml")
-    assert tables["thread_id"] == ["session.id", *DEFAULTS["thread_id"]]
+    assert tables["thread_id"] == ["app.chat_id", *DEFAULTS["thread_id"]]
     assert tables["inputs"] == [*DEFAULTS["inputs"], "app.request"]
     assert tables["display_name"] == ["app.title", "wandb.display_name"]
     assert tables["attributes"]["customer"] == ["app.customer.id"]
     assert "agent_id" not in tables["attributes"]
     assert tables["attributes"]["model"] == ["app.model", *DEFAULTS["attributes"]["model"]]
     assert tables["usage"]["audio_input_tokens"] == ["gen_ai.usage.details.input_audio_tokens"]
-    assert tables["model_calls"]["app.step"] == ["llm"]
+    assert tables["model_responses"] == [*DEFAULTS["model_responses"], "app.response_id"]
+    assert tables["usage_rollups"]["app.step"] == ["run"]
+    assert tables["scopes"] == {"app.tracer": {"usage": {"input_tokens": {"prepend": ["tokens_in"]}}}}
     assert tables["input_message_events"]["app.user.message"] == "user"
     assert tables["drop"] == ["http.request.header.authorization", "app.secret"]
     assert tables["rename"] == {"app.conversation": "gen_ai.conversation.id"}
-    untouched = set(DEFAULTS) - {"thread_id", "inputs", "display_name", "attributes", "usage", "model_calls",
-                                 "input_message_events", "drop", "rename"}
+    untouched = set(DEFAULTS) - {"thread_id", "inputs", "display_name", "attributes", "usage", "model_responses",
+                                 "usage_rollups", "scopes", "input_message_events", "drop", "rename"}
     assert {name: tables[name] for name in untouched} == {name: DEFAULTS[name] for name in untouched}
     assert DEFAULTS == default_tables()  # the defaults themselves are never modified
 
@@ -77,7 +79,7 @@ def test_errors_name_every_problem_with_its_key() -> None:
         "`mapping.inputs`: unknown key 'prepnd': a table is edited with prepend and append",
         "`mapping.output` ('app.response'): expected a list (it replaces the table) or {prepend: [...], append: [...]}",
         "`mapping.attributes.model`: attribute key 'gen_ai..model' has an empty part",
-        "`mapping.model_calls.app.step`: expected a non-empty string, found 1",
+        "`mapping.usage_rollups.app.step`: expected a non-empty string, found 1",
         "`mapping.rename.app.a` (' spaced '): attribute key ' spaced ' has an empty part or surrounding spaces",
     ):
         assert expected in message
@@ -101,8 +103,9 @@ def test_check_config_prints_the_effective_tables_which_load_back(tmp_path: Path
     printed = yaml.safe_load(result.stdout)["mapping"]
     effective = tables_of(CONFIGS / "mapping.yaml")
     assert printed["attributes"]["agent_id"] is None  # a removed default entry shows as removed
-    assert {name: table for name, table in printed.items() if name not in ("attributes", *NOT_TABLES)} == {
-        name: table for name, table in effective.items() if name != "attributes"
+    assert printed["scopes"]["com.anthropic.claude_code.tracing"] is None
+    assert {name: table for name, table in printed.items() if name not in ("attributes", "scopes", *NOT_TABLES)} == {
+        name: table for name, table in effective.items() if name not in ("attributes", "scopes")
     }
     assert printed["redact"] == {"default_rules": True, "keys": [], "patterns": []}
     again = tmp_path / "again.yaml"
@@ -110,23 +113,27 @@ def test_check_config_prints_the_effective_tables_which_load_back(tmp_path: Path
     assert tables_of(again) == effective
 
 
-def test_worked_example_session_id_as_thread(tmp_path: Path) -> None:
-    """README, worked example 1: OpenInference's session.id groups the calls into a thread."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text("mapping:\n  thread_id: {prepend: [session.id]}\n")
-    result = _cli("convert", "--config", str(config), str(OTLP / "openinference.json"))
-    assert result.returncode == 0, result.stderr
-    calls = orjson.loads(result.stdout)["batch"]
-    assert [call.get("thread_id") for call in calls] == ["sess-8c1f"] * 4
-    assert all("turn_id" not in call for call in calls)  # session.id is not among the is_turn sources
-    without = orjson.loads(_cli("convert", str(OTLP / "openinference.json")).stdout)["batch"]
-    assert all("thread_id" not in call for call in without)
+EXAMPLE_1 = {"scopes": {"acme.llm": {"usage": {"input_tokens": {"prepend": ["tokens_in"]},
+                                                "output_tokens": {"prepend": ["tokens_out"]}},
+                                      "attributes": {"model": {"append": ["model"]}}}}}
+
+
+def test_worked_example_scope_edits_read_bare_keys_on_that_scope_only() -> None:
+    """README, worked example 1: bare keys read on the spans of one instrumentation scope, nowhere else."""
+    rules = build_rules(Settings.model_validate({"mapping": EXAMPLE_1}).mapping.edits())
+    sent = {"model": "m-1", "tokens_in": 12, "tokens_out": 3}
+    usage = {}
+    for scope in ("acme.llm", "other.scope"):
+        result = map_request(request(span(attributes=sent), scope=(scope, "1")).SerializeToString(), header_project=None,
+                             default_project="e/p", rules=rules, limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
+        usage[scope] = orjson.loads(result.calls["e/p"][0])["summary"].get("usage")
+    assert usage == {"acme.llm": {"m-1": {"input_tokens": 12, "output_tokens": 3, "total_tokens": 15, "requests": 1}},
+                     "other.scope": None}
 
 
 EXAMPLE_2 = {
     "attributes": {"customer": ["app.customer.id"]},
     "usage": {"input_tokens": {"append": ["app.llm.tokens_in"]}, "output_tokens": {"append": ["app.llm.tokens_out"]}},
-    "model_calls": {"app.kind": ["llm"]},
     "drop": ["http.request.header.authorization"],
     "rename": {"app.llm.model": "gen_ai.request.model"},
 }

@@ -144,6 +144,7 @@ static PyObject *scalar(PyObject *value) {
     return value == Py_None ? NULL : value;
 }
 
+/* See lookup.as_int: a non-negative int64, from an int, an integral float or a string of ASCII digits. */
 static PyObject *as_int(PyObject *module, PyObject *arg) {
     PyObject *value = scalar(arg), *number;
     if (!value) {
@@ -152,16 +153,17 @@ static PyObject *as_int(PyObject *module, PyObject *arg) {
     }
     if (PyFloat_CheckExact(value)) {
         double d = PyFloat_AS_DOUBLE(value);
-        /* float.is_integer(), then the int64 range the reference checks after int(value) */
-        if (!isfinite(d) || floor(d) != d || d < -9223372036854775808.0 || d >= 9223372036854775808.0) Py_RETURN_NONE;
+        /* float.is_integer(), then the range the reference checks after int(value) */
+        if (!isfinite(d) || floor(d) != d || d < 0.0 || d >= 9223372036854775808.0) Py_RETURN_NONE;
         number = PyLong_FromDouble(d);
     } else if (PyUnicode_CheckExact(value)) {
-        number = PyLong_FromUnicodeObject(value, 10); /* int(value.strip()): int() strips whitespace too */
-        if (!number) {
-            if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;
-            PyErr_Clear();
-            Py_RETURN_NONE;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+        if (length == 0 || !PyUnicode_IS_ASCII(value)) Py_RETURN_NONE;
+        const Py_UCS1 *digits = PyUnicode_1BYTE_DATA(value);
+        for (Py_ssize_t i = 0; i < length; i++) {
+            if (digits[i] < '0' || digits[i] > '9') Py_RETURN_NONE;
         }
+        number = PyLong_FromUnicodeObject(value, 10);
     } else if (PyLong_CheckExact(value)) {
         number = Py_NewRef(value);
     } else {
@@ -170,10 +172,10 @@ static PyObject *as_int(PyObject *module, PyObject *arg) {
     if (!number) return NULL;
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(number, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
+    if (overflow || v < 0) {
         Py_DECREF(number);
         if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE; /* past 64 bits: not a count */
+        Py_RETURN_NONE; /* negative or past 64 bits: not a count */
     }
     return number;
 }

@@ -57,10 +57,13 @@ def _body(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choice(body: dict[str, Any], role: str) -> dict[str, Any]:
-    """A gen_ai.choice event ({index, finish_reason, message: {...}}) as one message."""
+    """A gen_ai.choice event ({index, finish_reason, message: {...}}) as one message. A message that is not
+    an object (Strands sends the answer as text, or as JSON text of content blocks) is its content."""
     message = body.get("message")
     fields = {key: value for key, value in body.items() if key != "message"}
-    return {"role": role, **(message if type(message) is dict else {}), **fields}
+    if type(message) is dict:
+        return {"role": role, **message, **fields}
+    return {"role": role, **({} if message is None else {"content": message}), **fields}
 
 
 def messages(events: Sequence[tuple[str, dict[str, Any]]], rules: Rules) -> tuple[dict | None, dict | None]:

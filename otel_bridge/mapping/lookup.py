@@ -10,7 +10,7 @@ from otel_bridge.decode.otlp import CONFLICT_KEY
 __all__ = ["NATIVE", "REFERENCE", "find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
 
 # The schema's integers are 64-bit upstream; a larger count is not a count (and orjson cannot write it).
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64_MAX = 2**63 - 1
 
 
 def find(tree: Any, path: tuple[str, ...]) -> Any:
@@ -63,19 +63,20 @@ def _scalar(value: Any) -> Any:
 
 
 def as_int(value: Any) -> int | None:
-    """Token counts arrive as ints, floats or strings depending on the instrumentation."""
+    """A count: a non-negative integer, sent as an int, an integral float or a string of ASCII digits
+    (instrumentations send all three). Anything else (negative, "1_000", "+7", non-ASCII digits, past
+    64 bits) is not a count: None."""
     value = _scalar(value)
     kind = type(value)
     if kind is float and value.is_integer():
         value = int(value)
     elif kind is str:
-        try:
-            value = int(value.strip())
-        except ValueError:
+        if not (value.isascii() and value.isdigit()):
             return None
+        value = int(value)
     elif kind is not int:
         return None
-    return value if _INT64_MIN <= value <= _INT64_MAX else None
+    return value if 0 <= value <= _INT64_MAX else None
 
 
 def as_str(value: Any) -> str | None:

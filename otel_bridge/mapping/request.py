@@ -8,6 +8,7 @@ Routing, first that applies: resource attributes `wandb.entity` + `wandb.project
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,14 @@ NO_PROJECT = (
 )
 _MAX_REASONS = 3
 
+# Values the mapping could not use (they stay in otel_dump): kind -> text.
+_VALUE_WARNINGS = {
+    "token_count": "{n} token counts that are not non-negative integers left out of summary.usage",
+    "model_name": "{n} model names that are not strings not used as the usage key",
+    "override_time": "{n} override times (started_at/ended_at) not applied: unreadable, or ending before the start",
+}
+
+
 @dataclass(slots=True)
 class MappedRequest:
     calls: dict[str, list[bytes]] = field(default_factory=dict)  # project_id -> calls as JSON
@@ -45,7 +54,8 @@ class MappedRequest:
     reasons: list[str] = field(default_factory=list)
     # What decoding cut, filled in by whoever decoded (pipeline.map_request), once the spans were iterated.
     limit_hits: dict[str, int] = field(default_factory=dict)  # mapping.limits key -> what it cut
-    warnings: list[str] = field(default_factory=list)
+    value_warnings: Counter = field(default_factory=Counter)  # kind (_VALUE_WARNINGS) -> values not used
+    warnings: list[str] = field(default_factory=list)  # the limits hit, as text
     redacted_values: int = 0
     dropped_keys: int = 0
 
@@ -75,6 +85,10 @@ class MappedRequest:
             parts.append(f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail)
         if self.warnings:
             parts.append("limits hit, spans kept: " + "; ".join(self.warnings))
+        if self.value_warnings:
+            # In the table's order, as the limits.
+            not_used = [text.format(n=self.value_warnings[k]) for k, text in _VALUE_WARNINGS.items() if k in self.value_warnings]
+            parts.append("values not used, spans kept (otel_dump has them): " + "; ".join(not_used))
         return ". ".join(parts)
 
 
@@ -118,13 +132,17 @@ def map_resource_spans(
                 reason = NO_PROJECT
         for scope_spans in resources.scope_spans:
             scope = scope_spans.scope
+            scope_rules = rules.for_scope(scope["name"])
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
                     result.reject(span, reason or NO_PROJECT)  # reason is set when project_id is not
                     continue
                 try:
-                    call = map_span(span, project_id=project_id, resource=resource, scope=scope, rules=rules)
+                    call = map_span(
+                        span, project_id=project_id, resource=resource, scope=scope, rules=scope_rules,
+                        warnings=result.value_warnings,
+                    )
                     queue_now = on_call is None or on_call(call, span.attributes)
                     encoded = orjson.dumps(call)
                 except RejectedSpan as exc:

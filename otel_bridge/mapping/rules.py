@@ -53,7 +53,7 @@ def apply_edits(tables: dict[str, Any], edits: dict[str, Any]) -> dict[str, Any]
 
     A list table takes a list edit. A table of named entries (attributes, usage, ...) takes, per entry, a
     list edit, a plain value for the message-event roles and renames, or null to remove the entry; a name
-    that is not there yet adds an entry.
+    that is not there yet adds an entry. A scope's entry in `scopes` is replaced by its edits as given.
     """
     result = copy.deepcopy(tables)
     for name, edit in edits.items():
@@ -66,7 +66,7 @@ def apply_edits(tables: dict[str, Any], edits: dict[str, Any]) -> dict[str, Any]
         for entry, entry_edit in edit.items():
             if entry_edit is None:
                 table.pop(entry, None)
-            elif type(entry_edit) is str:
+            elif type(entry_edit) is str or name == "scopes":  # a scope's edits replace its entry whole
                 table[entry] = entry_edit
             else:
                 table[entry] = _edit_list(table.get(entry, []), entry_edit)
@@ -97,12 +97,14 @@ class Rules:
     attributes: tuple[tuple[str, Sources], ...]
     custom_attributes: Sources
     usage: tuple[tuple[str, Sources], ...]
-    model_calls: tuple[tuple[KeyPath, frozenset[str]], ...]
+    model_responses: Sources
     usage_rollups: tuple[tuple[KeyPath, frozenset[str]], ...]
+    input_excludes: tuple[str, ...]
     op_name: Sources
     display_name: Sources
     thread_id: Sources
     is_turn: Sources
+    root_turn: Sources
     wb_run_id: Sources
     wb_run_step: Sources
     wb_run_step_end: Sources
@@ -112,8 +114,14 @@ class Rules:
     drop: tuple[KeyPath, ...]
     rename: tuple[tuple[KeyPath, KeyPath], ...]
     tables: dict[str, Any]  # the effective tables as plain data, as check-config shows them
+    # Instrumentation scope name -> the rules for its spans (the tables with that scope's edits).
+    scopes: dict[str, Rules] = field(default_factory=dict, compare=False, repr=False)
     # Attribute keys of a span -> these rules without the sources no such span can have (see narrowed).
     _narrowed: dict[tuple[str, ...], Rules] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_scope(self, name: str) -> Rules:
+        """The rules for the spans of an instrumentation scope."""
+        return self.scopes.get(name, self)
 
     def narrowed(self, keys: tuple[str, ...]) -> Rules:
         """The rules for a span whose attribute trees were built from these keys, without a source that
@@ -155,12 +163,13 @@ def _narrow(rules: Rules, key_paths: list[KeyPath]) -> Rules:
         attributes=named(rules.attributes),
         custom_attributes=sources(rules.custom_attributes),
         usage=named(rules.usage),
-        model_calls=value_sets(rules.model_calls),
+        model_responses=sources(rules.model_responses),
         usage_rollups=value_sets(rules.usage_rollups),
         op_name=sources(rules.op_name),
         display_name=sources(rules.display_name),
         thread_id=sources(rules.thread_id),
         is_turn=sources(rules.is_turn),
+        root_turn=sources(rules.root_turn),
         wb_run_id=sources(rules.wb_run_id),
         wb_run_step=sources(rules.wb_run_step),
         wb_run_step_end=sources(rules.wb_run_step_end),
@@ -172,6 +181,15 @@ def _narrow(rules: Rules, key_paths: list[KeyPath]) -> Rules:
 
 
 def compile_rules(tables: dict[str, Any]) -> Rules:
+    """The tables compiled; each scope's rules are the tables with that scope's edits applied."""
+    unscoped = {name: table for name, table in tables.items() if name != "scopes"}
+    return _compile(
+        tables,
+        {name: _compile(apply_edits(unscoped, edits), {}) for name, edits in tables.get("scopes", {}).items()},
+    )
+
+
+def _compile(tables: dict[str, Any], scopes: dict[str, Rules]) -> Rules:
     return Rules(
         inputs=_sources(tables["inputs"]),
         output=_sources(tables["output"]),
@@ -181,12 +199,14 @@ def compile_rules(tables: dict[str, Any]) -> Rules:
         attributes=tuple((name, _sources(keys)) for name, keys in tables["attributes"].items()),
         custom_attributes=_sources(tables["custom_attributes"]),
         usage=tuple((name, _sources(keys)) for name, keys in tables["usage"].items()),
-        model_calls=_value_sets(tables["model_calls"]),
+        model_responses=_sources(tables["model_responses"]),
         usage_rollups=_value_sets(tables["usage_rollups"]),
+        input_excludes=tuple(tables["input_excludes"]),
         op_name=_sources(tables["op_name"]),
         display_name=_sources(tables["display_name"]),
         thread_id=_sources(tables["thread_id"]),
         is_turn=_sources(tables["is_turn"]),
+        root_turn=_sources(tables["root_turn"]),
         wb_run_id=_sources(tables["wb_run_id"]),
         wb_run_step=_sources(tables["wb_run_step"]),
         wb_run_step_end=_sources(tables["wb_run_step_end"]),
@@ -196,6 +216,7 @@ def compile_rules(tables: dict[str, Any]) -> Rules:
         drop=tuple(_path(key) for key in tables["drop"]),
         rename=tuple((_path(old), _path(new)) for old, new in tables["rename"].items()),
         tables=tables,
+        scopes=scopes,
     )
 
 

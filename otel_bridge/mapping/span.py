@@ -6,6 +6,8 @@ Each call field is computed in one place below, from the span, its attribute tre
 from __future__ import annotations
 
 import hashlib
+import math
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,30 +59,53 @@ def _ids(span: Span) -> tuple[str, str, str | None]:
     return trace_id.hex(), span_id.hex(), parent_id
 
 
+# Epoch numbers by magnitude, as a count of (seconds, ms, µs) up to these bounds, else nanoseconds: 1e11 s
+# is the year 5138, 1e11 ms 1973, so the ranges do not overlap for any time a span can have.
+_EPOCH_UNITS = ((1e11, 1_000_000_000), (1e14, 1_000_000), (1e17, 1_000))
+_MAX_NANOS = 2**63 - 1
+
+
 def _override_time(value: Any) -> int | None:
-    """An override time (ISO 8601 string or unix nanoseconds) -> unix nanoseconds."""
-    if type(value) is int:
-        return value
-    if type(value) is str:
+    """An override time -> unix nanoseconds: epoch seconds, ms, µs or ns (int or float, by magnitude) or an
+    RFC 3339 / ISO 8601 string, what Weave's try_parse_timestamp reads. None when it is none of these."""
+    kind = type(value)
+    if kind is int or kind is float:
+        if not (math.isfinite(value) and value > 0):
+            return None
+        factor = next((factor for bound, factor in _EPOCH_UNITS if value < bound), 1)
+        nanos = value * factor if kind is int else int(value * factor)
+        return nanos if nanos <= _MAX_NANOS else None
+    if kind is str:
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        nanos = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return nanos if 0 < nanos <= _MAX_NANOS else None
     return None
 
 
-def _times(span: Span, tree: dict[str, Any], rules: Rules) -> tuple[int, int]:
+def _times(span: Span, tree: dict[str, Any], rules: Rules, warnings: Counter) -> tuple[int, int]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start == 0:
         raise RejectedSpan("start_time_unix_nano is missing (0)")
     if end == 0:
         raise RejectedSpan("end_time_unix_nano is missing (0): only finished spans can become calls")
-    start = _override_time(first_present(tree, rules.started_at)) or start
-    end = _override_time(first_present(tree, rules.ended_at)) or end
+    overrides = []
+    for sources, own in ((rules.started_at, start), (rules.ended_at, end)):
+        value = first_present(tree, sources) if sources else None
+        moment = None if value is None else _override_time(value)
+        if value is not None and moment is None:
+            warnings["override_time"] += 1
+        overrides.append(own if moment is None else moment)
+    if overrides[1] >= overrides[0]:
+        start, end = overrides
+    else:
+        # Overrides that would end the call before it starts are refused: the span's own times stay.
+        warnings["override_time"] += 1
     # A clock skewed backwards must not produce a call that ends before it starts; otel_dump keeps the
     # times as sent.
     return start, max(start, end)
@@ -122,8 +147,9 @@ def _attributes(trees: tuple[dict[str, Any], ...], rules: Rules) -> dict[str, An
     return attributes
 
 
-def _is_turn(tree: dict[str, Any], rules: Rules) -> bool:
-    """The first is_turn source that is set decides: a boolean as it is, any other value means a turn."""
+def _is_turn(tree: dict[str, Any], rules: Rules, parent_id: str | None) -> bool:
+    """The first is_turn source that is set decides: a boolean as it is, any other value means a turn.
+    None set: a trace's root span with a root_turn source is a turn."""
     for _, path in rules.is_turn:
         if path[0] in tree:
             value = find(tree, path)
@@ -132,14 +158,14 @@ def _is_turn(tree: dict[str, Any], rules: Rules) -> bool:
                 return explicit
             if value:
                 return True
-    return False
+    return parent_id is None and first(tree, rules.root_turn) is not None
 
 
-def _thread(tree: dict[str, Any], rules: Rules, span_id: str) -> tuple[str | None, str | None]:
+def _thread(tree: dict[str, Any], rules: Rules, span_id: str, parent_id: str | None) -> tuple[str | None, str | None]:
     thread_id = as_str(first(tree, rules.thread_id))
     if thread_id is None:
         return None, None
-    return thread_id, span_id if _is_turn(tree, rules) else None
+    return thread_id, span_id if _is_turn(tree, rules, parent_id) else None
 
 
 def _display_name(tree: dict[str, Any], rules: Rules) -> str | None:
@@ -168,10 +194,14 @@ def map_span(
     resource: dict[str, Any],
     scope: dict[str, Any],
     rules: Rules,
+    warnings: Counter | None = None,
 ) -> dict[str, Any]:
     """A decoded span (decode.py: limits and redaction already applied) -> a completed call. Raises
     RejectedSpan with the reason when it cannot be one. The rules' rewrites change the span's attribute
-    trees in place, so its otel_dump holds them as rewritten."""
+    trees in place, so its otel_dump holds them as rewritten. Values the mapping could not use (a token
+    count that is no count, an unreadable override time) are counted in `warnings` by kind."""
+    if warnings is None:
+        warnings = Counter()
     trace_id, span_id, parent_id = _ids(span)
     tree = span.attributes
     content_events = rules.content_events
@@ -189,7 +219,7 @@ def map_span(
             rewrite(event_tree, rules)
     else:
         rules = rules.narrowed(tuple(keys))
-    start, end = _times(span, tree, rules)
+    start, end = _times(span, tree, rules, warnings)
     name = op_name(as_str(first(tree, rules.op_name)) or span.name)
 
     # Content events are read only when the span's own attributes lack something (see content.py).
@@ -204,7 +234,7 @@ def map_span(
     output = {} if output is None else output
 
     attributes = _attributes(trees, rules)
-    token_usage = usage(tree, span.kind, attributes, rules)
+    token_usage = usage(tree, span.kind, attributes, rules, warnings)
     custom = first(tree, rules.custom_attributes)
     if type(custom) is dict:
         attributes.update(custom)
@@ -242,7 +272,7 @@ def map_span(
         "wb_run_step": as_int(first_present(tree, rules.wb_run_step)),
         "wb_run_step_end": as_int(first_present(tree, rules.wb_run_step_end)),
     }
-    optional["thread_id"], optional["turn_id"] = _thread(tree, rules, span_id)
+    optional["thread_id"], optional["turn_id"] = _thread(tree, rules, span_id, parent_id)
     for key, value in optional.items():
         if value is not None:
             call[key] = value

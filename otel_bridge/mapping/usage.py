@@ -1,4 +1,4 @@
-"""call.summary.usage: token counts keyed by model, and one request per model call.
+"""call.summary.usage: token counts keyed by model, and one request per model response.
 
 Weave's usage statistics add up summary.usage over every OTel span, and add prompt_tokens to input_tokens
 (and completion_tokens to output_tokens). So a count is reported once: in one spelling, on the span that
@@ -7,9 +7,10 @@ made the model call, never also on the span that sums its children.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from otel_bridge.mapping.lookup import as_int, as_str, find
+from otel_bridge.mapping.lookup import as_int, as_str, find, first
 from otel_bridge.mapping.rules import KeyPath, Rules
 
 __all__ = ["usage", "usage_key", "matches"]
@@ -28,18 +29,25 @@ def matches(tree: dict[str, Any], table: tuple[tuple[KeyPath, frozenset[str]], .
     return False
 
 
-def _counts(tree: dict[str, Any], rules: Rules) -> dict[str, int]:
+def _counts(tree: dict[str, Any], rules: Rules, warnings: Counter) -> dict[str, int]:
     counts: dict[str, int] = {}
     for field, sources in rules.usage:
         for _, path in sources:
             if path[0] in tree:
                 value = find(tree, path)
-                if value is not None and (value := as_int(value)) is not None:  # 0 is a real count
-                    counts[field] = value
-                    break
+                if value is None:
+                    continue
+                count = as_int(value)  # 0 is a real count
+                if count is None:
+                    warnings["token_count"] += 1  # not a count: otel_dump keeps it
+                    continue
+                counts[field] = count
+                break
     for current, older in _SPELLINGS:
         if current in counts:
             counts.pop(older, None)
+    if rules.input_excludes:
+        _add_excluded_input(counts, rules.input_excludes)
     if "total_tokens" not in counts:
         # Only when the span sent none, and from one pair: cached and reasoning tokens are parts of
         # input and output, never added to them.
@@ -54,25 +62,47 @@ def _counts(tree: dict[str, Any], rules: Rules) -> dict[str, int]:
     return counts
 
 
-def usage_key(attributes: dict[str, Any]) -> str:
-    """Usage is keyed by model: attributes.model, else model_parameters.model, else "usage"."""
-    model = attributes.get("model")
-    if not model:
-        parameters = attributes.get("model_parameters")
-        if type(parameters) is dict:
-            model = parameters.get("model")
-    if not model:
-        return "usage"
-    return model if type(model) is str else str(model)
+def _add_excluded_input(counts: dict[str, int], excluded: tuple[str, ...]) -> None:
+    """The input count of a convention that leaves out these fields (rules.input_excludes), with them."""
+    field = "input_tokens" if "input_tokens" in counts else "prompt_tokens" if "prompt_tokens" in counts else None
+    if field is None:
+        return
+    total = as_int(counts[field] + sum(counts.get(part, 0) for part in excluded))
+    if total is not None:
+        counts[field] = total
 
 
-def usage(tree: dict[str, Any], span_kind: int, attributes: dict[str, Any], rules: Rules) -> dict[str, dict[str, int]]:
+def usage_key(attributes: dict[str, Any], warnings: Counter) -> str:
+    """Usage is keyed by model: attributes.model, else model_parameters.model, else "usage". A model that is
+    not a name (a dict, a list) keys nothing and is counted as a warning."""
+    unusable = False
+    for model in (attributes.get("model"), _parameter_model(attributes)):
+        if model is None or model == "":
+            continue
+        name = as_str(model)
+        if name is not None:
+            return name
+        unusable = True
+    if unusable:
+        warnings["model_name"] += 1
+    return "usage"
+
+
+def _parameter_model(attributes: dict[str, Any]) -> Any:
+    parameters = attributes.get("model_parameters")
+    return parameters.get("model") if type(parameters) is dict else None
+
+
+def usage(
+    tree: dict[str, Any], span_kind: int, attributes: dict[str, Any], rules: Rules, warnings: Counter
+) -> dict[str, dict[str, int]]:
+    """A rollup reports nothing; any other span its own counts, and one request when it reports counts or a
+    model response (rules.model_responses)."""
     if span_kind != _SPAN_KIND_CLIENT and matches(tree, rules.usage_rollups):
-        counts: dict[str, int] = {}
-    else:
-        counts = _counts(tree, rules)
-    if matches(tree, rules.model_calls):
+        return {}
+    counts = _counts(tree, rules, warnings)
+    if counts or first(tree, rules.model_responses) is not None:
         counts["requests"] = 1
     if not counts:
         return {}
-    return {usage_key(attributes): counts}
+    return {usage_key(attributes, warnings): counts}

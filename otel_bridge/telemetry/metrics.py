@@ -66,6 +66,12 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.unused_values = Counter(
+            "otelbridge_mapping_unused_values",
+            "Values the mapping could not use (kind=token_count, model_name, override_time); otel_dump keeps them.",
+            ["kind"],
+            registry=r,
+        )
         self.redactions = Counter(
             "otelbridge_mapping_redactions",
             "Strings where a redaction rule replaced a match (kind=value), attributes dropped by key (kind=attribute).",
@@ -194,6 +200,11 @@ class DecodeReport:
             self._metrics.redactions.labels(kind="value").inc(redacted_values)
         if dropped_keys:
             self._metrics.redactions.labels(kind="attribute").inc(dropped_keys)
+
+    def unused_values(self, by_kind: Mapping[str, int]) -> None:
+        """Values the mapping could not use (a token count that is no count, ...), by kind."""
+        for kind, count in by_kind.items():
+            self._metrics.unused_values.labels(kind=kind).inc(count)
 
 
 class ExporterReport:
