@@ -363,6 +363,9 @@ def test_only_a_prefix_of_a_huge_error_body_is_read(upstream, start_bridge, tmp_
     export(bridge.grpc_endpoint, spans_request(0, 3))
     metrics = bridge.bridge.metrics
     wait_until(lambda: total(metrics.dead_lettered_calls) == 3, message="3 dead letters")
+    # The upstream's handler records what it sent once its write fails, which may be after the bridge has
+    # dead-lettered the calls.
+    wait_until(lambda: upstream.answer_bytes_sent, message="the upstream's count of what it sent")
     (sent,) = upstream.answer_bytes_sent
     assert sent < 16 * 2**20  # what the socket buffers took before the bridge closed the connection
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
