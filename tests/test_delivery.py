@@ -515,6 +515,7 @@ def test_a_retry_after_past_the_deadline_keeps_the_calls(upstream, start_bridge,
         retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
     upstream.fail_next(1, status=429, headers={"Retry-After": retry_after})
     export(bridge.grpc_endpoint, spans_request(0, 4))
+    wait_until(lambda: upstream.attempts, message="the throttled attempt")  # acme/agents gets the 429
     export(bridge.grpc_endpoint, spans_request(50, 2, project="acme/other"))  # not held up meanwhile
     assert_delivered_once(upstream, ids(50, 2))
     assert_delivered_once(upstream, ids(0, 4) | ids(50, 2))
@@ -523,3 +524,14 @@ def test_a_retry_after_past_the_deadline_keeps_the_calls(upstream, start_bridge,
     assert throttled.status == 429 and accepted.at - throttled.at >= 1.0
     assert total(bridge.bridge.metrics.dead_lettered_calls) == 0 and not dead.exists()
     assert "(Retry-After), past the retry deadline" in caplog.text
+
+
+def test_a_bridge_stops_while_a_project_waits_out_a_retry_after(upstream, start_bridge):
+    # The consumers wait in the queue while the project is paused; stopping must cancel them (asyncio.wait_for
+    # swallowed that cancellation, and stop() hung until the harness gave up).
+    bridge = start_bridge(bridge_settings(upstream, exporter={"retry": {"max_elapsed_time": "300ms"}}))
+    upstream.fail_next(1, status=429, headers={"Retry-After": "5"})
+    export(bridge.grpc_endpoint, spans_request(0, 4))
+    wait_until(lambda: upstream.attempts, message="the throttled attempt")
+    wait_until(lambda: bridge.bridge.queue.paused_projects("throttled"), message="the project paused")
+    bridge.stop()  # the harness raises TimeoutError when stop() does not return

@@ -494,8 +494,11 @@ class CallQueue:
                 break
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=None if wait == math.inf else wait)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancellation that arrives as the
+                # event is set, and a consumer cancelled by drain() then waits on.
+                async with asyncio.timeout(None if wait == math.inf else wait):
+                    await self._changed.wait()
+            except TimeoutError:
                 pass
         entries = self._pop(project, max_calls, max_bytes)
         try:
