@@ -321,3 +321,35 @@ def test_held_calls_and_waiting_records_survive_a_restart(upstream, start_bridge
     _exporter(restarted, "grpc").export(spans.get_finished_spans())
     (call,) = _wait_calls(upstream, 1)
     _check_joined(call)
+
+
+def test_a_recorded_instrumentation_s_log_records_reach_their_calls(upstream, start_bridge) -> None:
+    """The OpenAI v2 instrumentation (gen_ai_latest_experimental, event_only) sends the messages only as
+    gen_ai.client.inference.operation.details log records: replayed as recorded, over OTLP/HTTP JSON, each
+    model call gets its prompt and answer (tests/frameworks/recorded/openai-v2-latest.json). The records
+    come first, as this instrumentation exports them (each with its span, before the parent ends); calls of
+    a service that has sent no GenAI record yet are not held (README: Traces), so spans first would not join."""
+    import json
+    from pathlib import Path
+
+    import httpx
+
+    recording = json.loads((Path(__file__).parent / "frameworks" / "recorded" / "openai-v2-latest.json").read_text())
+    bridge = start_bridge(bridge_settings(upstream, traces={"logs": {"window": "10s"}}))
+    bodies = [("/v1/logs", body) for body in recording["logs"]]
+    bodies += [("/v1/traces", body) for body in recording["traces"]]
+    for path, body in bodies:
+        answer = httpx.post(bridge.http_url + path, json=body, headers={"project_id": "e/p"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+    model_calls = {
+        s["spanId"]
+        for t in recording["traces"]
+        for rs in t["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+        if s["name"].startswith("chat ")
+    }
+    calls = {c["id"]: c for c in _wait_calls(upstream, len(model_calls) + 1)}
+    chats = [calls[span_id] for span_id in sorted(model_calls)]
+    assert all("What is the weather in Paris?" in json.dumps(c["inputs"]) for c in chats)
+    assert any("It is sunny in Paris, 21 C." in json.dumps(c["output"]) for c in chats)
