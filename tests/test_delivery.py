@@ -240,6 +240,7 @@ def test_a_full_queue_answers_unavailable_with_retry_info_then_recovers(upstream
     sdk_id = format(sdk_span.get_span_context().span_id, "016x")
     assert "retrying in 1.00s" in caplog.text  # the SDK honoured RetryInfo
 
+    wait_until(lambda: bridge.bridge.queue.size_calls == 0, message="the queue drained")
     export(bridge.grpc_endpoint, spans_request(10 * k, 10))  # the refused request, resent
     assert_delivered_once(upstream, accepted | ids(10 * k, 10) | {sdk_id})
     wait_until(lambda: "delivery recovered" in caplog.text, message="the recovery line")

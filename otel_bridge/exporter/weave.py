@@ -28,6 +28,9 @@ from otel_bridge.project import project_path
 __all__ = ["WeaveSender", "is_retryable", "parse_retry_after", "MAX_ANSWER_BYTES"]
 
 log = logging.getLogger("otel_bridge.exporter")
+# httpx logs every request's URL at INFO: noise at our batch rates, and a password in base_url with it. The
+# sender logs what it does itself, with the URL masked.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def is_retryable(status: int) -> bool:

@@ -56,5 +56,3 @@ def setup_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at INFO; that is noise at our batch rates.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
