@@ -305,12 +305,23 @@ SECRETS = {
     "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
     "url_credentials": "postgres://admin:hunter2secret@db.internal:5432/app",
     "email": "jane.doe+trips@example.co.uk",
+    "url_query_secret": "https://db.example.com/q?user=jo&password=hunter2secret",
+    "stripe_key": "sk_live_51HxYzAbCdEfGhIjKlMnOpQr",
+    "huggingface_token": "hf_AbCdEfGhIjKlMnOpQrStUvWxYz12345678",
+    "wandb_api_key": "WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567",
 }
 REDACTED_FORM = {
     "bearer_token": "Bearer [REDACTED]",
     "url_credentials": "postgres://[REDACTED]@db.internal:5432/app",
+    "url_query_secret": "https://db.example.com/q?user=jo&password=[REDACTED]",
+    "wandb_api_key": "WANDB_API_KEY=[REDACTED]",
 }
-SECRET_PART = {"bearer_token": "0a1b2c3d4e5f6a7b8c9d0e1f", "url_credentials": "hunter2secret"}
+SECRET_PART = {
+    "bearer_token": "0a1b2c3d4e5f6a7b8c9d0e1f",
+    "url_credentials": "hunter2secret",
+    "url_query_secret": "hunter2secret",
+    "wandb_api_key": "0123456789abcdef0123456789abcdef01234567",
+}
 
 
 def test_every_built_in_rule_has_a_secret_here():

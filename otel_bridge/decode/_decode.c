@@ -8,8 +8,8 @@
  * a request is refused whole or decoded whole; `build` then makes the Python objects.
  *
  * What it takes from Python: at import, the types and helpers named in PyInit__decode; per request, one
- * sanitize.NativeInterface tuple (limits, text_plan, key_verdicts and the Sanitizer's methods, read by
- * position in ctx_init), whose methods it calls only where a value may change (text_plan says how to tell).
+ * sanitize.NativeInterface tuple (limits, text_plan, json_plan, key_verdicts and the Sanitizer's methods,
+ * read by position in ctx_init), whose methods it calls only where a value may change (the plans say how).
  * Field numbers come from _otlp_fields.h.
  */
 #define PY_SSIZE_T_CLEAN
@@ -274,23 +274,32 @@ static void raise_bad_request(Py_ssize_t size, int error) {
 
 #define MAX_ANCHORS 64
 
+/* Lowercase ASCII strings looked for in text ignoring ASCII case, each needing a least text length. Where
+ * to look closer: one-byte anchors by (folded) byte (the least length they need, 0 for none), and a bit per
+ * pair of folded bytes that some longer anchor starts with, so ordinary text is passed over a byte at a
+ * time with one table read. */
 typedef struct {
-    Py_ssize_t max_attributes, max_events, max_links, max_depth, max_length;
-    /* Sanitizer.text_plan: when text(s) may change s. */
-    int call_always;
-    Py_ssize_t min_length, n_anchors;
-    /* Where to look closer: one-byte anchors by byte (the least rule length they need, 0 for none), and a
-     * bit per pair of bytes that some longer anchor starts with, so ordinary text is passed over a byte at
-     * a time with one table read. */
+    Py_ssize_t n;
     Py_ssize_t single_byte_min[256];
     uint8_t starts_pair[65536 / 8];
     struct {
         const char *text;
-        Py_ssize_t length, rule_min_length;
-    } anchors[MAX_ANCHORS];
-    PyObject *plan; /* keeps the anchors' text alive */
+        Py_ssize_t length, min_length;
+    } list[MAX_ANCHORS];
+} Anchors;
+
+typedef struct {
+    Py_ssize_t max_attributes, max_events, max_links, max_depth, max_length;
+    /* Sanitizer.text_plan: when text(s) may change s. */
+    int call_always;
+    Py_ssize_t min_length;
+    Anchors text_anchors;
+    /* Sanitizer.json_plan: when decoded JSON text is walked (json_content); none: never. */
+    int json_walks, json_walk_always;
+    Anchors json_anchors;
+    PyObject *plan, *json_plan; /* keep the anchors' text alive */
     PyObject *key_verdicts; /* dict, or NULL when no key is dropped */
-    PyObject *text, *blob, *drops, *too_deep, *too_deep_key, *nested, *hit;
+    PyObject *text, *key, *json_content, *blob, *drops, *too_deep, *too_deep_key, *nested, *hit;
 } Ctx;
 
 static PyObject *call1(PyObject *f, PyObject *a) { return PyObject_CallOneArg(f, a); }
@@ -305,25 +314,53 @@ static int hit(Ctx *c, PyObject *limit, Py_ssize_t count) {
     return 0;
 }
 
-/* Whether text(s) may change s (see Redaction.text_plan): past the length limit, or holding an anchor of a
- * rule it is long enough for. One pass over the UTF-8 bytes; anchors are ASCII, so a byte match is a
- * character match. */
-static int text_may_change(Ctx *c, const char *utf8, Py_ssize_t nbytes, Py_ssize_t length) {
-    if (c->call_always || length > c->max_length) return 1;
-    if (length < c->min_length) return 0;
-    const uint8_t *s = (const uint8_t *)utf8;
+static inline uint8_t fold(uint8_t b) { return (uint8_t)(b - 'A' < 26u ? b | 0x20 : b); }
+
+/* Adds a lowercase ASCII anchor; -1 when it is not one this scan can look for. */
+static int anchors_add(Anchors *a, const char *text, Py_ssize_t length, Py_ssize_t min_length) {
+    if (length == 0 || a->n == MAX_ANCHORS) return -1;
+    for (Py_ssize_t i = 0; i < length; i++)
+        if ((uint8_t)text[i] >= 128 || fold((uint8_t)text[i]) != (uint8_t)text[i]) return -1;
+    if (length == 1) {
+        Py_ssize_t *least = &a->single_byte_min[(uint8_t)text[0]];
+        if (!*least || min_length < *least) *least = min_length > 0 ? min_length : 1;
+        return 0;
+    }
+    a->list[a->n].text = text;
+    a->list[a->n].length = length;
+    a->list[a->n].min_length = min_length;
+    a->n++;
+    unsigned pair = ((unsigned)(uint8_t)text[0] << 8) | (uint8_t)text[1];
+    a->starts_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+    return 0;
+}
+
+/* Whether UTF-8 text of `length` characters holds, ignoring ASCII case, an anchor it is long enough for.
+ * One pass over the bytes; anchors are ASCII, so a byte match is a character match. */
+static int anchors_in(const Anchors *a, const uint8_t *s, Py_ssize_t nbytes, Py_ssize_t length) {
     for (Py_ssize_t i = 0; i < nbytes; i++) {
-        Py_ssize_t single = c->single_byte_min[s[i]];
+        uint8_t b = fold(s[i]);
+        Py_ssize_t single = a->single_byte_min[b];
         if (single && single <= length) return 1;
         if (i + 1 == nbytes) break;
-        unsigned pair = ((unsigned)s[i] << 8) | s[i + 1];
-        if (!(c->starts_pair[pair >> 3] & (1u << (pair & 7)))) continue;
-        for (Py_ssize_t k = 0; k < c->n_anchors; k++) {
-            if (c->anchors[k].rule_min_length > length || c->anchors[k].length > nbytes - i) continue;
-            if (memcmp(s + i, c->anchors[k].text, (size_t)c->anchors[k].length) == 0) return 1;
+        unsigned pair = ((unsigned)b << 8) | fold(s[i + 1]);
+        if (!(a->starts_pair[pair >> 3] & (1u << (pair & 7)))) continue;
+        for (Py_ssize_t k = 0; k < a->n; k++) {
+            Py_ssize_t n = a->list[k].length, j = 2;
+            if (a->list[k].min_length > length || n > nbytes - i) continue;
+            while (j < n && fold(s[i + j]) == (uint8_t)a->list[k].text[j]) j++;
+            if (j == n && (uint8_t)a->list[k].text[0] == b && (uint8_t)a->list[k].text[1] == fold(s[i + 1])) return 1;
         }
     }
     return 0;
+}
+
+/* Whether text(s) may change s (see Redaction.text_plan): past the length limit, or holding an anchor of a
+ * rule it is long enough for. */
+static int text_may_change(Ctx *c, const char *utf8, Py_ssize_t nbytes, Py_ssize_t length) {
+    if (c->call_always || length > c->max_length) return 1;
+    if (length < c->min_length) return 0;
+    return anchors_in(&c->text_anchors, (const uint8_t *)utf8, nbytes, length);
 }
 
 /* A string field's value as the sanitizer leaves it (new reference). */
@@ -334,6 +371,17 @@ static PyObject *clean_text(Ctx *c, const uint8_t *utf8, Py_ssize_t nbytes) {
     PyObject *cleaned = call1(c->text, s);
     Py_DECREF(s);
     return cleaned;
+}
+
+/* A key as the sanitizer stores it (new reference): key() only where redaction may change it. */
+static PyObject *clean_key(Ctx *c, PyObject *key) {
+    Py_ssize_t nbytes;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(key, &nbytes);
+    if (!utf8) return NULL;
+    Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+    if (!c->call_always && (length < c->min_length || !anchors_in(&c->text_anchors, (const uint8_t *)utf8, nbytes, length)))
+        return Py_NewRef(key);
+    return call1(c->key, key);
 }
 
 static PyObject *hex_of(const uint8_t *p, Py_ssize_t n) {
@@ -500,13 +548,15 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
             }
             PyObject *v = has_value ? any_value(c, &value_at, levels - 1, key_path) : Py_NewRef(Py_None);
             Py_DECREF(key_path);
-            if (!v || PyDict_SetItem(dict, key, v) < 0) {
+            PyObject *stored = v ? clean_key(c, key) : NULL;
+            Py_DECREF(key);
+            if (!stored || PyDict_SetItem(dict, stored, v) < 0) {
                 Py_XDECREF(v);
-                Py_DECREF(key);
+                Py_XDECREF(stored);
                 goto kv_fail;
             }
             Py_DECREF(v);
-            Py_DECREF(key);
+            Py_DECREF(stored);
         }
         return dict;
     kv_fail:
@@ -636,8 +686,9 @@ static PyObject *as_node(PyObject *value) {
     return node;
 }
 
-/* A top-level string value that may be JSON text: decoded as attribute_tree does (new reference). */
-static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels) {
+/* A top-level string value that may be JSON text: decoded as attribute_tree does (new reference); `path`
+ * is the attribute's key as sent. */
+static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels, PyObject *path) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (n == 0) return Py_NewRef(text);
     Py_UCS4 first = PyUnicode_READ_CHAR(text, 0);
@@ -664,27 +715,40 @@ static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels) {
     }
     Py_ssize_t brackets = 0;
     for (Py_ssize_t i = 0; i < size; i++) brackets += (utf8[i] == '{') | (utf8[i] == '[');
-    if (brackets <= levels) return decoded;
-    PyObject *levels_obj = PyLong_FromSsize_t(levels);
-    PyObject *kept = levels_obj ? PyObject_CallFunctionObjArgs(c->nested, decoded, text, levels_obj, NULL) : NULL;
-    Py_XDECREF(levels_obj);
+    if (brackets > levels) {
+        PyObject *levels_obj = PyLong_FromSsize_t(levels);
+        PyObject *kept = levels_obj ? PyObject_CallFunctionObjArgs(c->nested, decoded, text, levels_obj, NULL) : NULL;
+        Py_XDECREF(levels_obj);
+        if (kept != decoded) { /* the text itself, or an error */
+            Py_DECREF(decoded);
+            return kept;
+        }
+        Py_DECREF(kept);
+    }
+    /* Matched as sent already; walked once decoded only where that can change it (Redaction.json_plan). */
+    if (!c->json_walks || !(c->json_walk_always || anchors_in(&c->json_anchors, (const uint8_t *)utf8, size, n)))
+        return decoded;
+    PyObject *walked = PyObject_CallFunctionObjArgs(c->json_content, decoded, path, NULL);
     Py_DECREF(decoded);
-    return kept;
+    return walked;
 }
 
 /* One KeyValue into the tree (the body of attribute_tree's loop). */
 static int tree_add(Ctx *c, Tree *t, Reader *kv) {
     Reader value_at = {0, 0};
     int has_value, rc = -1;
-    PyObject *key = key_value(kv, &value_at, &has_value), *value = NULL;
+    PyObject *key = key_value(kv, &value_at, &has_value), *value = NULL, *stored = NULL;
     if (!key) return -1;
     int dropped = drops_key(c, key, 1);
     if (dropped) {
         Py_DECREF(key);
         return dropped < 0 ? -1 : 0;
     }
-    if (t->keys && PyList_Append(t->keys, key) < 0) goto done;
-    PyObject *shape = key_shape(key); /* held: a sanitizer call below could clear the cache */
+    /* `key`, as sent, stays the path the key rules match inside its value. */
+    stored = clean_key(c, key);
+    if (!stored) goto done;
+    if (t->keys && PyList_Append(t->keys, stored) < 0) goto done;
+    PyObject *shape = key_shape(stored); /* held: a sanitizer call below could clear the cache */
     if (!shape) goto done;
     if (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != 3 || !PyTuple_CheckExact(PyTuple_GET_ITEM(shape, 0))) {
         PyErr_SetString(PyExc_TypeError, "otlp.key_shape must return (parents, last, has_index)");
@@ -698,14 +762,14 @@ static int tree_add(Ctx *c, Tree *t, Reader *kv) {
         if (!r) goto done_shape;
         Py_DECREF(r);
         n_parents = 0;
-        last = key;
+        last = stored;
         has_index = 0;
     }
     Py_ssize_t levels = c->max_depth - n_parents - 1;
     value = has_value ? any_value(c, &value_at, levels, key) : Py_NewRef(Py_None);
     if (!value) goto done_shape;
     if (PyUnicode_CheckExact(value)) {
-        PyObject *decoded = json_value(c, value, levels);
+        PyObject *decoded = json_value(c, value, levels, key);
         if (!decoded) goto done_shape;
         Py_SETREF(value, decoded);
     }
@@ -743,6 +807,7 @@ done_shape:
     Py_DECREF(shape);
 done:
     Py_XDECREF(value);
+    Py_XDECREF(stored);
     Py_DECREF(key);
     return rc;
 }
@@ -1027,6 +1092,17 @@ static PyObject *make(PyObject *type, PyObject *a, PyObject *b) {
     return obj;
 }
 
+static PyObject *make3(PyObject *type, PyObject *a, PyObject *b, PyObject *c) {
+    PyObject *items = PyTuple_Pack(3, a, b, c);
+    if (!items) return NULL;
+    PyObject *args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (!args) return NULL;
+    PyObject *obj = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+    Py_DECREF(args);
+    return obj;
+}
+
 /* ---- lazy spans ---- */
 
 /* One request being decoded: its bytes and the sanitizer's methods, shared by its span iterators. */
@@ -1146,12 +1222,53 @@ fail:
     return result;
 }
 
+/* A resource attribute that routes (decoded.ROUTING_KEYS): its string value as sent into `routing`, as
+ * reference._routing reads them (a later one replaces it; one that is not a string removes it). */
+static int routing_add(Reader kv, PyObject *routing) {
+    Reader value_at = {0, 0};
+    int has_value;
+    PyObject *key = key_value(&kv, &value_at, &has_value);
+    if (!key) return -1;
+    int rc = 0;
+    if (PyUnicode_CompareWithASCIIString(key, "wandb.entity") == 0 || PyUnicode_CompareWithASCIIString(key, "wandb.project") == 0) {
+        int kind = 0; /* the oneof field set last, as any_value reads it */
+        Reader text = {0, 0};
+        while (value_at.p < value_at.end) {
+            uint32_t field;
+            int wire_type;
+            read_tag(&value_at, &field, &wire_type);
+            int matches;
+            switch (field) {
+            case AnyValue__string_value: case AnyValue__array_value: case AnyValue__kvlist_value: case AnyValue__bytes_value:
+                matches = wire_type == WT_LEN;
+                break;
+            case AnyValue__bool_value: case AnyValue__int_value: matches = wire_type == WT_VARINT; break;
+            case AnyValue__double_value: matches = wire_type == WT_I64; break;
+            default: matches = 0;
+            }
+            if (matches) kind = (int)field;
+            if (matches && field == AnyValue__string_value) read_len(&value_at, &text);
+            else skip_field(&value_at, field, wire_type, 0);
+        }
+        if (kind == AnyValue__string_value) {
+            PyObject *value = PyUnicode_DecodeUTF8((const char *)text.p, text.end - text.p, NULL);
+            rc = value ? PyDict_SetItem(routing, key, value) : -1;
+            Py_XDECREF(value);
+        } else if (PyDict_DelItem(routing, key) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) PyErr_Clear();
+            else rc = -1;
+        }
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
 static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
     Ctx *c = &decoder->c;
-    PyObject *scopes = PyList_New(0), *resource = NULL, *result = NULL;
+    PyObject *scopes = PyList_New(0), *routing = PyDict_New(), *resource = NULL, *result = NULL;
     uint64_t dropped = 0, v;
     Tree t;
-    if (tree_init(&t, 0) < 0 || !scopes) goto fail;
+    if (tree_init(&t, 0) < 0 || !scopes || !routing) goto fail;
     while (r->p < r->end) {
         uint32_t field;
         int wire_type;
@@ -1166,7 +1283,7 @@ static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
                 read_tag(&s, &f, &w);
                 if (f == Resource__attributes && w == WT_LEN) {
                     read_len(&s, &m);
-                    if (tree_field(c, &t, &m) < 0) goto fail;
+                    if (routing_add(m, routing) < 0 || tree_field(c, &t, &m) < 0) goto fail;
                 } else if (f == Resource__dropped_attributes_count && w == WT_VARINT) {
                     read_varint(&s, &v);
                     dropped = (uint32_t)v;
@@ -1183,10 +1300,11 @@ static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
     }
     if (tree_finish(c, &t, &dropped) < 0) goto fail;
     resource = Py_BuildValue("{sOsK}", "attributes", t.tree, "dropped_attributes_count", (unsigned long long)dropped);
-    if (resource) result = make(ResourceSpansType, resource, scopes);
+    if (resource) result = make3(ResourceSpansType, resource, scopes, routing);
 fail:
     Py_XDECREF(resource);
     Py_XDECREF(scopes);
+    Py_XDECREF(routing);
     tree_clear(&t);
     return result;
 }
@@ -1194,10 +1312,25 @@ fail:
 /* ------------------------------------------------------------------------------------------------ */
 /* Entry points.                                                                                     */
 
+/* A plan's anchors into `a`: 0, 1 when one is not a byte pattern anchors_in can look for, -1 on error. */
+static int add_anchors(Anchors *a, PyObject *anchors, Py_ssize_t min_length) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(anchors); j++) {
+        PyObject *anchor = PyTuple_GET_ITEM(anchors, j);
+        Py_ssize_t length;
+        const char *text = PyUnicode_Check(anchor) ? PyUnicode_AsUTF8AndSize(anchor, &length) : NULL;
+        if (!text) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "plan anchors must be str");
+            return -1;
+        }
+        if (anchors_add(a, text, length, min_length) < 0) return 1;
+    }
+    return 0;
+}
+
 /* The request's sanitize.NativeInterface, by position: its fields in the order that class lists them. */
 enum {
-    NI_MAX_ATTRIBUTES, NI_MAX_EVENTS, NI_MAX_LINKS, NI_MAX_DEPTH, NI_TEXT_PLAN, NI_KEY_VERDICTS, NI_TEXT, NI_BLOB,
-    NI_DROPS, NI_TOO_DEEP, NI_TOO_DEEP_KEY, NI_NESTED, NI_HIT, NI_SIZE
+    NI_MAX_ATTRIBUTES, NI_MAX_EVENTS, NI_MAX_LINKS, NI_MAX_DEPTH, NI_TEXT_PLAN, NI_JSON_PLAN, NI_KEY_VERDICTS,
+    NI_TEXT, NI_KEY, NI_JSON_CONTENT, NI_BLOB, NI_DROPS, NI_TOO_DEEP, NI_TOO_DEEP_KEY, NI_NESTED, NI_HIT, NI_SIZE
 };
 
 static int ctx_init(Ctx *c, PyObject *interface) {
@@ -1223,30 +1356,21 @@ static int ctx_init(Ctx *c, PyObject *interface) {
         Py_ssize_t rule_min_length;
         PyObject *anchors;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(rules, i), "nO!", &rule_min_length, &PyTuple_Type, &anchors)) return -1;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(anchors); j++) {
-            PyObject *anchor = PyTuple_GET_ITEM(anchors, j);
-            Py_ssize_t length;
-            const char *text = PyUnicode_Check(anchor) ? PyUnicode_AsUTF8AndSize(anchor, &length) : NULL;
-            if (!text) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "text_plan anchors must be str");
-                return -1;
-            }
-            if (length == 0 || !PyUnicode_IS_ASCII(anchor) || c->n_anchors == MAX_ANCHORS) {
-                c->call_always = 1; /* not a byte pattern this scan can look for: let text() decide every time */
-                break;
-            }
-            if (length == 1) {
-                Py_ssize_t *least = &c->single_byte_min[(uint8_t)text[0]];
-                if (!*least || rule_min_length < *least) *least = rule_min_length > 0 ? rule_min_length : 1;
-                continue;
-            }
-            c->anchors[c->n_anchors].text = text;
-            c->anchors[c->n_anchors].length = length;
-            c->anchors[c->n_anchors].rule_min_length = rule_min_length;
-            c->n_anchors++;
-            unsigned pair = ((unsigned)(uint8_t)text[0] << 8) | (uint8_t)text[1];
-            c->starts_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
-        }
+        int rc = add_anchors(&c->text_anchors, anchors, rule_min_length);
+        if (rc < 0) return -1;
+        if (rc > 0) c->call_always = 1; /* not a byte pattern this scan can look for: let text() decide every time */
+    }
+    /* None, or (walk_always, (anchor, ...)) */
+    c->json_plan = Py_NewRef(field[NI_JSON_PLAN]);
+    if (c->json_plan != Py_None) {
+        PyObject *anchors;
+        int walk_always;
+        if (!PyArg_ParseTuple(c->json_plan, "pO!", &walk_always, &PyTuple_Type, &anchors)) return -1;
+        c->json_walks = 1;
+        c->json_walk_always = walk_always;
+        int rc = walk_always ? 0 : add_anchors(&c->json_anchors, anchors, 0);
+        if (rc < 0) return -1;
+        if (rc > 0) c->json_walk_always = 1;
     }
     PyObject *verdicts = field[NI_KEY_VERDICTS];
     if (PyDict_Check(verdicts)) c->key_verdicts = Py_NewRef(verdicts);
@@ -1255,6 +1379,8 @@ static int ctx_init(Ctx *c, PyObject *interface) {
         return -1;
     }
     c->text = Py_NewRef(field[NI_TEXT]);
+    c->key = Py_NewRef(field[NI_KEY]);
+    c->json_content = Py_NewRef(field[NI_JSON_CONTENT]);
     c->blob = Py_NewRef(field[NI_BLOB]);
     c->drops = Py_NewRef(field[NI_DROPS]);
     c->too_deep = Py_NewRef(field[NI_TOO_DEEP]);
@@ -1266,8 +1392,11 @@ static int ctx_init(Ctx *c, PyObject *interface) {
 
 static void ctx_clear(Ctx *c) {  /* safe on a zeroed or partly initialised Ctx */
     Py_CLEAR(c->plan);
+    Py_CLEAR(c->json_plan);
     Py_CLEAR(c->key_verdicts);
     Py_CLEAR(c->text);
+    Py_CLEAR(c->key);
+    Py_CLEAR(c->json_content);
     Py_CLEAR(c->blob);
     Py_CLEAR(c->drops);
     Py_CLEAR(c->too_deep);

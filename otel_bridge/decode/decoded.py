@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["ResourceSpans", "ScopeSpans", "Span"]
+__all__ = ["ROUTING_KEYS", "ResourceSpans", "ScopeSpans", "Span"]
 
 
 class Span(NamedTuple):
@@ -45,6 +45,12 @@ class ScopeSpans(NamedTuple):
     spans: Iterator[Span]
 
 
+# Resource attributes that route a request's spans (mapping/request.py): read as sent, never redacted
+# (redaction is for content; a project named like an e-mail address must still get its spans).
+ROUTING_KEYS = ("wandb.entity", "wandb.project")
+
+
 class ResourceSpans(NamedTuple):
     resource: dict[str, Any]  # {"attributes" (tree), "dropped_attributes_count"}
     scope_spans: list[ScopeSpans]
+    routing: dict[str, str] = {}  # ROUTING_KEYS that are string values -> the value as sent (the last one)

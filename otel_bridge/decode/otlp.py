@@ -70,7 +70,7 @@ def _value_of(value: Any, kind: str | None, sanitizer: Sanitizer, levels: int, p
             key = kv.key
             key_path = f"{path}.{key}"
             if not checks_keys or not sanitizer.drops(key_path):
-                result[key] = any_value(kv.value, sanitizer, levels - 1, key_path)
+                result[sanitizer.key(key)] = any_value(kv.value, sanitizer, levels - 1, key_path)
         return result
     if kind == "bytes_value":
         return sanitizer.blob(value.bytes_value)
@@ -167,12 +167,13 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | N
         key = kv.key
         if verdicts is not None and verdicts.get(key) is not False and sanitizer.drops(key):
             continue
+        stored = sanitizer.key(key)  # `key`, as sent, stays the path the key rules match inside its value
         if keys is not None:
-            keys.append(key)
-        parents, last, has_index = KEY_SHAPES.get(key) or key_shape(key)
+            keys.append(stored)
+        parents, last, has_index = KEY_SHAPES.get(stored) or key_shape(stored)
         if len(parents) >= max_depth:  # more parts than the depth limit
             sanitizer.too_deep_key()
-            parents, last, has_index = (), key, False  # kept whole, as sent
+            parents, last, has_index = (), stored, False  # kept whole, as sent
         levels = max_depth - len(parents) - 1  # maps and arrays the value may open
         value = kv.value
         kind = value.WhichOneof("value")
@@ -186,7 +187,10 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | N
                 # A JSON string (MLflow's "CHAT_MODEL"): its escapes may spell out what the text hid.
                 value = decoded if decoded is value else sanitizer.text(decoded)
             elif decoded is not value:
-                value = sanitizer.nested(decoded, value, levels)
+                source = value
+                value = sanitizer.nested(decoded, source, levels)
+                if value is decoded and sanitizer.walks_json(source):
+                    value = sanitizer.json_content(decoded, key)
         node = tree
         if parents:
             if has_index:

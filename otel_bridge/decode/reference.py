@@ -12,7 +12,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_bridge.decode.decoded import ResourceSpans, ScopeSpans, Span
+from otel_bridge.decode.decoded import ROUTING_KEYS, ResourceSpans, ScopeSpans, Span
 from otel_bridge.decode.otlp import attribute_tree
 from otel_bridge.decode.sanitize import Sanitizer
 from otel_bridge.decode.wire import refused
@@ -118,6 +118,18 @@ def _scope_spans(scope_spans: Any, sanitizer: Sanitizer) -> ScopeSpans:
     return ScopeSpans(scope_dict, (_span(span, sanitizer) for span in scope_spans.spans))
 
 
+def _routing(resource: Any) -> dict[str, str]:
+    """The routing attributes as sent, from all the resource's attributes (max_attributes cuts content only)."""
+    routing: dict[str, str] = {}
+    for kv in resource.attributes:
+        if kv.key in ROUTING_KEYS:
+            if kv.value.WhichOneof("value") == "string_value":
+                routing[kv.key] = kv.value.string_value
+            else:
+                routing.pop(kv.key, None)
+    return routing
+
+
 def decode_request_python(data: bytes, sanitizer: Sanitizer) -> list[ResourceSpans]:
     """The reference decoder: every resource, scope and span, limits and redaction applied by `sanitizer`.
     Raises BadRequestError when the bytes are not an ExportTraceServiceRequest."""
@@ -130,7 +142,7 @@ def decode_request_python(data: bytes, sanitizer: Sanitizer) -> list[ResourceSpa
             "attributes": tree,
             "dropped_attributes_count": sanitizer.count_over("max_attributes", seen, resource.dropped_attributes_count),
         }
-        decoded.append(ResourceSpans(resource_dict, scopes))
+        decoded.append(ResourceSpans(resource_dict, scopes, _routing(resource)))
     return decoded
 
 

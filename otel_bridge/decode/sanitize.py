@@ -29,8 +29,11 @@ class NativeInterface(NamedTuple):
     max_links: int
     max_depth: int
     text_plan: tuple[int, bool, int, tuple[tuple[int, tuple[str, ...]], ...]]
+    json_plan: tuple[bool, tuple[str, ...]] | None
     key_verdicts: dict[str, bool] | None
     text: Callable[[str], str]
+    key: Callable[[str], str]
+    json_content: Callable[[Any, str], Any]
     blob: Callable[[bytes], str]
     drops: Callable[[str], bool]
     too_deep: Callable[[], str]
@@ -52,6 +55,7 @@ class Sanitizer:
         "dropped_keys",
         "_too_deep",
         "text_plan",
+        "json_plan",
     )
 
     def __init__(self, limits: SpanLimits, redaction: Redaction) -> None:
@@ -70,6 +74,8 @@ class Sanitizer:
         # When text(s) may change s (see Redaction.text_plan), so the C decoder skips the call otherwise:
         # (max_length, call_always, min_length, rules).
         self.text_plan = (self._max_length, *redaction.text_plan)
+        # When decoded JSON text is walked (Redaction.json_plan); None: never, nothing could change it.
+        self.json_plan = redaction.json_plan if redaction.enabled or redaction.drops_keys else None
 
     def hit(self, limit: str, count: int = 1) -> None:
         """Count `count` values, attributes, events or links cut by `limit` (a mapping.limits key)."""
@@ -92,8 +98,11 @@ class Sanitizer:
             limits.max_links,
             limits.max_depth,
             self.text_plan,
+            self.json_plan,
             self.key_verdicts,
             self.text,
+            self.key,
+            self.json_content,
             self.blob,
             self.drops,
             self.too_deep,
@@ -131,8 +140,53 @@ class Sanitizer:
             return truncated_text(value, self._max_length, len(value))
         return value
 
+    def key(self, key: str) -> str:
+        """An attribute or map key as stored: redacted (never cut: keys are not values). Whether to drop it is
+        drops()'s, on the key as sent."""
+        if self._redact is None:
+            return key
+        text = self._redaction.key_text(key)
+        if text != key:
+            self.redacted_values += 1
+            return text
+        return key
+
+    def walks_json(self, source: str) -> bool:
+        """Whether JSON text `source`, once decoded to a map or array, is walked by json_content."""
+        return self.json_plan is not None and self._redaction.walks_json(source)
+
+    def json_content(self, value: Any, path: str) -> Any:
+        """A map or array decoded from JSON text, as a kvlist sent the same is kept: keys that the key rules
+        name (matched as `path.key`) dropped, keys and strings redacted once their escapes are decoded."""
+        if type(value) is dict:
+            result = {}
+            verdicts = self.key_verdicts
+            for key, item in value.items():
+                key_path = f"{path}.{key}"
+                if verdicts is not None and verdicts.get(key_path) is not False and self.drops(key_path):
+                    continue
+                result[self.key(key)] = self.json_content(item, key_path)
+            return result
+        if type(value) is list:
+            return [self.json_content(item, path) for item in value]
+        if type(value) is str and self._redact is not None:
+            redacted = self._redact(value)
+            if redacted is not value:
+                self.redacted_values += 1
+            return redacted
+        return value
+
     def blob(self, value: bytes) -> str:
-        """A bytes value, base64 as in Weave's own ingestion; cut to the length limit in bytes."""
+        """A bytes value, base64 as in Weave's own ingestion; cut to the length limit in bytes. Redacted first,
+        read as Latin-1 (one character per byte, so a secret in ASCII is found in any binary), and the bytes
+        of a match replaced."""
+        redact = self._redact
+        if redact is not None:
+            text = value.decode("latin-1")
+            redacted = redact(text)
+            if redacted is not text:
+                self.redacted_values += 1
+                value = redacted.encode("latin-1")
         if len(value) > self._max_length:
             self.hit("max_attribute_value_length")
             return truncated_bytes(value, self._max_length)

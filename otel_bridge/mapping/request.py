@@ -18,7 +18,6 @@ import orjson
 from otel_bridge.decode.decoded import ResourceSpans, Span
 from otel_bridge.decode.otlp import short_hex
 from otel_bridge.errors import RejectedSpan
-from otel_bridge.mapping.lookup import as_str, find
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.span import map_span
 from otel_bridge.project import PROJECT_FORM, parse_project
@@ -92,10 +91,11 @@ class MappedRequest:
         return ". ".join(parts)
 
 
-def _resource_project(tree: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(project, None) from resource attributes wandb.entity + wandb.project, or (None, why not)."""
-    entity = as_str(find(tree, ("wandb", "entity")))
-    project = as_str(find(tree, ("wandb", "project")))
+def _resource_project(routing: dict[str, str]) -> tuple[str | None, str | None]:
+    """(project, None) from resource attributes wandb.entity + wandb.project as sent (ResourceSpans.routing:
+    redaction is for content, a name is used as it was given), or (None, why not)."""
+    entity = routing.get("wandb.entity")
+    project = routing.get("wandb.project")
     if not project:
         return None, None  # wandb.entity alone names no project: the next routing rule applies
     candidate = f"{entity}/{project}" if entity else project
@@ -124,7 +124,7 @@ def map_resource_spans(
         header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
     for resources in resource_spans:
         resource = resources.resource
-        project_id, reason = _resource_project(resource["attributes"])
+        project_id, reason = _resource_project(resources.routing)
         if project_id is None and reason is None:
             reason = header_error
             project_id = None if header_error else header_project or default_project or None
