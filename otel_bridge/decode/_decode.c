@@ -274,18 +274,27 @@ static void raise_bad_request(Py_ssize_t size, int error) {
 
 #define MAX_ANCHORS 64
 
-/* Lowercase ASCII strings looked for in text ignoring ASCII case, each needing a least text length. Where
- * to look closer: one-byte anchors by (folded) byte (the least length they need, 0 for none), and a bit per
- * pair of folded bytes that some longer anchor starts with, so ordinary text is passed over a byte at a
- * time with one table read. */
+/* Lowercase ASCII strings looked for in text ignoring ASCII case: a rule's (TEXT, each needing a least text
+ * length) or what makes decoded JSON text worth walking (JSON). One-byte anchors are found by (folded)
+ * byte; a longer one by a pair of its bytes, the one least likely in text (a bit per pair says whether
+ * any anchor has it, then a chain per pair lists them), so ordinary text is passed over a byte at a time
+ * with one table read, and a common pair ("be" of "bearer") costs little more. */
+enum { TEXT = 1, JSON = 2 };
+
 typedef struct {
-    Py_ssize_t n;
-    Py_ssize_t single_byte_min[256];
-    uint8_t starts_pair[65536 / 8];
-    struct {
-        const char *text;
-        Py_ssize_t length, min_length;
-    } list[MAX_ANCHORS];
+    const char *text;
+    Py_ssize_t length, min_length, at; /* at: where in the anchor its pair is */
+    int tag, next;                     /* next: 1 + the next anchor of the same pair, 0 none */
+} Anchor;
+
+typedef struct {
+    uint8_t fold[256];          /* byte -> itself, ASCII lowercase */
+    uint8_t single_tag[256];    /* the tags of one-byte anchors */
+    Py_ssize_t single_min[256]; /* TEXT one-byte anchors: the least length they need */
+    uint8_t has_pair[65536 / 8];
+    uint8_t pair_head[65536]; /* 1 + the first anchor of a pair, 0 none */
+    int n;
+    Anchor list[MAX_ANCHORS];
 } Anchors;
 
 typedef struct {
@@ -293,10 +302,10 @@ typedef struct {
     /* Sanitizer.text_plan: when text(s) may change s. */
     int call_always;
     Py_ssize_t min_length;
-    Anchors text_anchors;
     /* Sanitizer.json_plan: when decoded JSON text is walked (json_content); none: never. */
     int json_walks, json_walk_always;
-    Anchors json_anchors;
+    int json_hint; /* whether the string clean_text read last holds a JSON anchor */
+    Anchors anchors;
     PyObject *plan, *json_plan; /* keep the anchors' text alive */
     PyObject *key_verdicts; /* dict, or NULL when no key is dropped */
     PyObject *text, *key, *json_content, *blob, *drops, *too_deep, *too_deep_key, *nested, *hit;
@@ -316,51 +325,82 @@ static int hit(Ctx *c, PyObject *limit, Py_ssize_t count) {
 
 static inline uint8_t fold(uint8_t b) { return (uint8_t)(b - 'A' < 26u ? b | 0x20 : b); }
 
+/* How unlikely a byte is in text, for the pair an anchor is found by: punctuation and digits most. */
+static int rarity(uint8_t b) {
+    if (b < 'a' || b > 'z') return 3;
+    return strchr("jqxzkvbwyfgp", b) ? 2 : strchr("mcud", b) ? 1 : 0;
+}
+
 /* Adds a lowercase ASCII anchor; -1 when it is not one this scan can look for. */
-static int anchors_add(Anchors *a, const char *text, Py_ssize_t length, Py_ssize_t min_length) {
+static int anchors_add(Anchors *a, const char *text, Py_ssize_t length, Py_ssize_t min_length, int tag) {
     if (length == 0 || a->n == MAX_ANCHORS) return -1;
     for (Py_ssize_t i = 0; i < length; i++)
         if ((uint8_t)text[i] >= 128 || fold((uint8_t)text[i]) != (uint8_t)text[i]) return -1;
     if (length == 1) {
-        Py_ssize_t *least = &a->single_byte_min[(uint8_t)text[0]];
-        if (!*least || min_length < *least) *least = min_length > 0 ? min_length : 1;
+        uint8_t b = (uint8_t)text[0];
+        if (tag == TEXT && (!(a->single_tag[b] & TEXT) || min_length < a->single_min[b])) a->single_min[b] = min_length;
+        a->single_tag[b] |= (uint8_t)tag;
         return 0;
     }
-    a->list[a->n].text = text;
-    a->list[a->n].length = length;
-    a->list[a->n].min_length = min_length;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 1; i + 1 < length; i++)
+        if (rarity((uint8_t)text[i]) + rarity((uint8_t)text[i + 1]) > rarity((uint8_t)text[at]) + rarity((uint8_t)text[at + 1])) at = i;
+    unsigned pair = ((unsigned)(uint8_t)text[at] << 8) | (uint8_t)text[at + 1];
+    a->list[a->n] = (Anchor){text, length, min_length, at, tag, a->pair_head[pair]};
     a->n++;
-    unsigned pair = ((unsigned)(uint8_t)text[0] << 8) | (uint8_t)text[1];
-    a->starts_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+    a->pair_head[pair] = (uint8_t)a->n;
+    a->has_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
     return 0;
 }
 
-/* Whether UTF-8 text of `length` characters holds, ignoring ASCII case, an anchor it is long enough for.
- * One pass over the bytes; anchors are ASCII, so a byte match is a character match. */
-static int anchors_in(const Anchors *a, const uint8_t *s, Py_ssize_t nbytes, Py_ssize_t length) {
+/* Which of the `want`ed tags have an anchor in UTF-8 text of `length` characters (a TEXT anchor only if the
+ * text is long enough for its rule), ignoring ASCII case. One pass over the bytes, stopping once all are
+ * found; anchors are ASCII, so a byte match is a character match. */
+static int anchors_in(const Anchors *a, const uint8_t *s, Py_ssize_t nbytes, Py_ssize_t length, int want) {
+    int found = 0;
+    const uint8_t *folded = a->fold;
+    uint8_t b = nbytes ? folded[s[0]] : 0;
     for (Py_ssize_t i = 0; i < nbytes; i++) {
-        uint8_t b = fold(s[i]);
-        Py_ssize_t single = a->single_byte_min[b];
-        if (single && single <= length) return 1;
+        int tag = a->single_tag[b] & want & ~found;
+        if (tag) {
+            if ((tag & TEXT) && a->single_min[b] > length) tag &= ~TEXT;
+            found |= tag;
+            if (found == want) return found;
+        }
         if (i + 1 == nbytes) break;
-        unsigned pair = ((unsigned)b << 8) | fold(s[i + 1]);
-        if (!(a->starts_pair[pair >> 3] & (1u << (pair & 7)))) continue;
-        for (Py_ssize_t k = 0; k < a->n; k++) {
-            Py_ssize_t n = a->list[k].length, j = 2;
-            if (a->list[k].min_length > length || n > nbytes - i) continue;
-            while (j < n && fold(s[i + j]) == (uint8_t)a->list[k].text[j]) j++;
-            if (j == n && (uint8_t)a->list[k].text[0] == b && (uint8_t)a->list[k].text[1] == fold(s[i + 1])) return 1;
+        uint8_t next = folded[s[i + 1]];
+        unsigned pair = ((unsigned)b << 8) | next;
+        b = next;
+        if (!(a->has_pair[pair >> 3] & (1u << (pair & 7)))) continue;
+        for (int k = a->pair_head[pair]; k; k = a->list[k - 1].next) {
+            const Anchor *x = &a->list[k - 1];
+            Py_ssize_t start = i - x->at;
+            if (!(x->tag & want & ~found) || x->min_length > length || start < 0 || x->length > nbytes - start) continue;
+            Py_ssize_t j = 0;
+            while (j < x->length && folded[s[start + j]] == (uint8_t)x->text[j]) j++;
+            if (j == x->length) {
+                found |= x->tag;
+                if (found == want) return found;
+            }
         }
     }
-    return 0;
+    return found;
 }
 
 /* Whether text(s) may change s (see Redaction.text_plan): past the length limit, or holding an anchor of a
- * rule it is long enough for. */
+ * rule it is long enough for. JSON-looking text is looked at for the JSON anchors in the same pass
+ * (json_hint, read by json_value). */
 static int text_may_change(Ctx *c, const char *utf8, Py_ssize_t nbytes, Py_ssize_t length) {
-    if (c->call_always || length > c->max_length) return 1;
-    if (length < c->min_length) return 0;
-    return anchors_in(&c->text_anchors, (const uint8_t *)utf8, nbytes, length);
+    int call = c->call_always || length > c->max_length, want = 0;
+    c->json_hint = 0;
+    if (c->json_walks && nbytes && (utf8[0] == '{' || utf8[0] == '[')) {
+        if (c->json_walk_always) c->json_hint = 1;
+        else want = JSON;
+    }
+    if (!call && length >= c->min_length) want |= TEXT;
+    int found = want ? anchors_in(&c->anchors, (const uint8_t *)utf8, nbytes, length, want) : 0;
+    if (found & JSON) c->json_hint = 1;
+    return call || (found & TEXT);
 }
 
 /* A string field's value as the sanitizer leaves it (new reference). */
@@ -379,7 +419,7 @@ static PyObject *clean_key(Ctx *c, PyObject *key) {
     const char *utf8 = PyUnicode_AsUTF8AndSize(key, &nbytes);
     if (!utf8) return NULL;
     Py_ssize_t length = PyUnicode_GET_LENGTH(key);
-    if (!c->call_always && (length < c->min_length || !anchors_in(&c->text_anchors, (const uint8_t *)utf8, nbytes, length)))
+    if (!c->call_always && (length < c->min_length || !anchors_in(&c->anchors, (const uint8_t *)utf8, nbytes, length, TEXT)))
         return Py_NewRef(key);
     return call1(c->key, key);
 }
@@ -689,6 +729,7 @@ static PyObject *as_node(PyObject *value) {
 /* A top-level string value that may be JSON text: decoded as attribute_tree does (new reference); `path`
  * is the attribute's key as sent. */
 static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels, PyObject *path) {
+    int json_hint = c->json_hint; /* from the clean_text that read `text`; a sanitizer call may read more */
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (n == 0) return Py_NewRef(text);
     Py_UCS4 first = PyUnicode_READ_CHAR(text, 0);
@@ -726,8 +767,7 @@ static PyObject *json_value(Ctx *c, PyObject *text, Py_ssize_t levels, PyObject 
         Py_DECREF(kept);
     }
     /* Matched as sent already; walked once decoded only where that can change it (Redaction.json_plan). */
-    if (!c->json_walks || !(c->json_walk_always || anchors_in(&c->json_anchors, (const uint8_t *)utf8, size, n)))
-        return decoded;
+    if (!json_hint) return decoded;
     PyObject *walked = PyObject_CallFunctionObjArgs(c->json_content, decoded, path, NULL);
     Py_DECREF(decoded);
     return walked;
@@ -1313,7 +1353,7 @@ fail:
 /* Entry points.                                                                                     */
 
 /* A plan's anchors into `a`: 0, 1 when one is not a byte pattern anchors_in can look for, -1 on error. */
-static int add_anchors(Anchors *a, PyObject *anchors, Py_ssize_t min_length) {
+static int add_anchors(Anchors *a, PyObject *anchors, Py_ssize_t min_length, int tag) {
     for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(anchors); j++) {
         PyObject *anchor = PyTuple_GET_ITEM(anchors, j);
         Py_ssize_t length;
@@ -1322,7 +1362,7 @@ static int add_anchors(Anchors *a, PyObject *anchors, Py_ssize_t min_length) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "plan anchors must be str");
             return -1;
         }
-        if (anchors_add(a, text, length, min_length) < 0) return 1;
+        if (anchors_add(a, text, length, min_length, tag) < 0) return 1;
     }
     return 0;
 }
@@ -1352,11 +1392,12 @@ static int ctx_init(Ctx *c, PyObject *interface) {
     if (!PyArg_ParseTuple(c->plan, "npnO!", &c->max_length, &call_always, &c->min_length, &PyTuple_Type, &rules))
         return -1;
     c->call_always = call_always;
+    for (int b = 0; b < 256; b++) c->anchors.fold[b] = fold((uint8_t)b);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rules) && !c->call_always; i++) {
         Py_ssize_t rule_min_length;
         PyObject *anchors;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(rules, i), "nO!", &rule_min_length, &PyTuple_Type, &anchors)) return -1;
-        int rc = add_anchors(&c->text_anchors, anchors, rule_min_length);
+        int rc = add_anchors(&c->anchors, anchors, rule_min_length, TEXT);
         if (rc < 0) return -1;
         if (rc > 0) c->call_always = 1; /* not a byte pattern this scan can look for: let text() decide every time */
     }
@@ -1368,7 +1409,7 @@ static int ctx_init(Ctx *c, PyObject *interface) {
         if (!PyArg_ParseTuple(c->json_plan, "pO!", &walk_always, &PyTuple_Type, &anchors)) return -1;
         c->json_walks = 1;
         c->json_walk_always = walk_always;
-        int rc = walk_always ? 0 : add_anchors(&c->json_anchors, anchors, 0);
+        int rc = walk_always ? 0 : add_anchors(&c->anchors, anchors, 0, JSON);
         if (rc < 0) return -1;
         if (rc > 0) c->json_walk_always = 1;
     }
