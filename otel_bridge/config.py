@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -23,6 +23,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -31,6 +32,7 @@ from pydantic_core import ErrorDetails
 from otel_bridge.errors import ConfigError
 from otel_bridge.notation import format_duration, parse_duration, split_endpoint
 from otel_bridge.project import PROJECT_FORM, parse_project
+from otel_bridge.rule_tables import TABLES, TableKind
 
 __all__ = ["Settings", "load_settings", "mask_url"]
 
@@ -112,17 +114,68 @@ class HttpReceiver(_Section):
     auth: Auth | None = None
 
 
+class KafkaTls(_Section):
+    # null: the system's CAs verify the brokers' certificates.
+    ca_file: str | None = None
+    # Both or neither: a client certificate, for brokers that require one (mutual TLS).
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> KafkaTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("`cert_file` and `key_file` go together: set both, or neither")
+        return self
+
+
+class KafkaSasl(_Section):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    username: str = Field(min_length=1)
+    password: Secret
+
+    @field_validator("password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():  # an unset ${env:...}
+            raise ValueError("must not be empty")
+        return value
+
+
+class KafkaReceiver(_Section):
+    brokers: list[Endpoint] = Field(["localhost:9092"], min_length=1)
+    topics: list[str] = Field(["otlp_spans"], min_length=1)
+    group_id: str = Field("otel-bridge", min_length=1)
+    client_id: str = Field("otel-bridge", min_length=1)
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
+    # Where a group with no committed offset for a partition starts reading it.
+    initial_offset: Literal["latest", "earliest"] = "latest"
+    session_timeout: Duration = Field(10.0, gt=0)
+    heartbeat_interval: Duration = Field(3.0, gt=0)
+    max_poll_interval: Duration = Field(300.0, gt=0)
+    tls: KafkaTls | None = None
+    sasl: KafkaSasl | None = None
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> KafkaReceiver:
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ValueError("`heartbeat_interval` must be less than `session_timeout`")
+        if self.max_poll_interval < self.session_timeout:
+            raise ValueError("`max_poll_interval` must not be less than `session_timeout`")
+        return self
+
+
 class Receiver(_Section):
     grpc: GrpcReceiver | None = GrpcReceiver()
     http: HttpReceiver | None = HttpReceiver()
+    kafka: KafkaReceiver | None = None
     # Processes that share the receivers' ports (SO_REUSEPORT): the mapping is CPU-bound Python, so one
     # process uses one core.
     workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _one_receiver(self) -> Receiver:
-        if self.grpc is None and self.http is None:
-            raise ValueError("both receivers are disabled: enable receiver.grpc or receiver.http")
+        if self.grpc is None and self.http is None and self.kafka is None:
+            raise ValueError("every receiver is disabled: enable receiver.grpc, receiver.http or receiver.kafka")
         if self.workers > 1:
             for name, receiver in (("grpc", self.grpc), ("http", self.http)):
                 if receiver is not None and split_endpoint(receiver.endpoint)[1] == 0:
@@ -361,35 +414,29 @@ ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
 AttributeKey = Annotated[str, PlainValidator(_attribute_key, json_schema_input_type=str)]
 
 
-class TableEdits(_Section):
-    """Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table. An omitted table
-    keeps its default. In a table of named entries (attributes, usage, ...), an entry set to null is
-    removed and an entry not there yet is added."""
+# The edit each kind of rule table (rule_tables.py) takes, and its default (no edit). In a table of named
+# entries, an entry set to null is removed and an entry not there yet is added.
+_TABLE_EDITS: dict[TableKind, tuple[Any, Any]] = {
+    "sources": (KeysEdit, None),
+    "keys": (KeysEdit, None),
+    "values": (ValuesEdit, None),
+    "names": (dict[str, str | None], {}),
+    "named_sources": (dict[str, KeysEdit], {}),
+    "value_sets": (dict[AttributeKey, ValuesEdit], {}),
+    "renames": (dict[AttributeKey, AttributeKey | None], {}),
+}
 
-    inputs: KeysEdit = None
-    output: KeysEdit = None
-    content_events: ValuesEdit = None
-    input_message_events: dict[str, str | None] = {}  # event name -> role
-    output_message_events: dict[str, str | None] = {}
-    attributes: dict[str, KeysEdit] = {}  # short key -> sources
-    custom_attributes: KeysEdit = None
-    usage: dict[str, KeysEdit] = {}  # usage field -> sources
-    model_responses: KeysEdit = None
-    usage_rollups: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
-    input_excludes: ValuesEdit = None  # usage fields
-    op_name: KeysEdit = None
-    display_name: KeysEdit = None
-    thread_id: KeysEdit = None
-    is_turn: KeysEdit = None
-    root_turn: KeysEdit = None
-    wb_run_id: KeysEdit = None
-    wb_run_step: KeysEdit = None
-    wb_run_step_end: KeysEdit = None
-    started_at: KeysEdit = None
-    ended_at: KeysEdit = None
-    exception: KeysEdit = None
-    drop: KeysEdit = None
-    rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+if TYPE_CHECKING:
+    TableEdits = _Section
+else:
+    TableEdits = create_model(
+        "TableEdits",
+        __base__=_Section,
+        __doc__="Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table of "
+        "rule_tables.TABLES; an omitted table keeps its default.",
+        __module__=__name__,
+        **{name: _TABLE_EDITS[kind] for name, kind in TABLES.items()},
+    )
 
 
 class Mapping(TableEdits):
