@@ -192,7 +192,7 @@ def test_redacting_twice_changes_nothing_more(case):
 
 def test_json_content_drops_keys_and_redacts_decoded_strings():
     sanitizer = Sanitizer(DEFAULT_LIMITS, DEFAULT_REDACTION)
-    value = {"user": {"Password": "x", "name": OPENAI_KEY}, OPENAI_KEY: [f"mail jane@example.com", 3]}
+    value = {"user": {"Password": "x", "name": OPENAI_KEY}, OPENAI_KEY: ["mail jane@example.com", 3]}
     assert sanitizer.json_content(value, "attr") == {"user": {"name": REDACTED}, REDACTED: [f"mail {REDACTED}", 3]}
     assert (sanitizer.dropped_keys, sanitizer.redacted_values) == (1, 3)
 

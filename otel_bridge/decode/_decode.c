@@ -444,12 +444,15 @@ static PyObject *key_shape(PyObject *key) {
     return call1(key_shape_of, key);
 }
 
-/* Whether to drop `key` (a dotted path): redaction's key rules, asked only when the cache does not say no. */
+/* Whether to drop `key` (a dotted path): redaction's key rules, asked only when the cache does not say no;
+ * KEPT_AS_SENT when the cache says so (a key neither dropped nor redacted: Redaction.drops). */
+enum { KEPT_AS_SENT = 2 };
+
 static int drops_key(Ctx *c, PyObject *key, int use_cache) {
     if (!c->key_verdicts) return 0;
     if (use_cache) {
         PyObject *verdict = PyDict_GetItemWithError(c->key_verdicts, key);
-        if (verdict == Py_False) return 0;
+        if (verdict == Py_False) return KEPT_AS_SENT;
         if (!verdict && PyErr_Occurred()) return -1;
     }
     PyObject *r = call1(c->drops, key);
@@ -486,6 +489,17 @@ static PyObject *key_value(Reader *kv, Reader *value_at, int *has_value) {
     return key;
 }
 
+/* Whether an AnyValue field is one of its oneof's values, with its wire type. */
+static int is_value_field(uint32_t field, int wire_type) {
+    switch (field) {
+    case AnyValue__string_value: case AnyValue__array_value: case AnyValue__kvlist_value: case AnyValue__bytes_value:
+        return wire_type == WT_LEN;
+    case AnyValue__bool_value: case AnyValue__int_value: return wire_type == WT_VARINT;
+    case AnyValue__double_value: return wire_type == WT_I64;
+    default: return 0; /* string_value_strindex (profiles only) is read as no value */
+    }
+}
+
 /* A JSON-ready value of an AnyValue, as otlp._value_of (new reference). */
 static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path) {
     int kind = 0; /* the oneof field set last */
@@ -495,16 +509,7 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
         uint32_t field;
         int wire_type;
         read_tag(r, &field, &wire_type);
-        int matches;
-        switch (field) {
-        case AnyValue__string_value: case AnyValue__array_value: case AnyValue__kvlist_value: case AnyValue__bytes_value:
-            matches = wire_type == WT_LEN;
-            break;
-        case AnyValue__bool_value: case AnyValue__int_value: matches = wire_type == WT_VARINT; break;
-        case AnyValue__double_value: matches = wire_type == WT_I64; break;
-        default: matches = 0; /* string_value_strindex (profiles only) is read as no value */
-        }
-        if (!matches) {
+        if (!is_value_field(field, wire_type)) {
             skip_field(r, field, wire_type, 0);
             continue;
         }
@@ -780,12 +785,12 @@ static int tree_add(Ctx *c, Tree *t, Reader *kv) {
     PyObject *key = key_value(kv, &value_at, &has_value), *value = NULL, *stored = NULL;
     if (!key) return -1;
     int dropped = drops_key(c, key, 1);
-    if (dropped) {
+    if (dropped == 1 || dropped < 0) {
         Py_DECREF(key);
         return dropped < 0 ? -1 : 0;
     }
     /* `key`, as sent, stays the path the key rules match inside its value. */
-    stored = clean_key(c, key);
+    stored = dropped == KEPT_AS_SENT ? Py_NewRef(key) : clean_key(c, key);
     if (!stored) goto done;
     if (t->keys && PyList_Append(t->keys, stored) < 0) goto done;
     PyObject *shape = key_shape(stored); /* held: a sanitizer call below could clear the cache */
@@ -1116,8 +1121,8 @@ fail:
     return span;
 }
 
-static PyObject *make(PyObject *type, PyObject *a, PyObject *b) {
-    PyObject *items = PyTuple_Pack(2, a, b);
+/* A NamedTuple of `type` holding `items` (a tuple, stolen), built as tuple.__new__ builds it. */
+static PyObject *make_of(PyObject *type, PyObject *items) {
     if (!items) return NULL;
     PyObject *args = PyTuple_Pack(1, items);
     Py_DECREF(items);
@@ -1127,16 +1132,9 @@ static PyObject *make(PyObject *type, PyObject *a, PyObject *b) {
     return obj;
 }
 
-static PyObject *make3(PyObject *type, PyObject *a, PyObject *b, PyObject *c) {
-    PyObject *items = PyTuple_Pack(3, a, b, c);
-    if (!items) return NULL;
-    PyObject *args = PyTuple_Pack(1, items);
-    Py_DECREF(items);
-    if (!args) return NULL;
-    PyObject *obj = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
-    Py_DECREF(args);
-    return obj;
-}
+static PyObject *make(PyObject *type, PyObject *a, PyObject *b) { return make_of(type, PyTuple_Pack(2, a, b)); }
+
+static PyObject *make3(PyObject *type, PyObject *a, PyObject *b, PyObject *c) { return make_of(type, PyTuple_Pack(3, a, b, c)); }
 
 /* ---- lazy spans ---- */
 
@@ -1285,15 +1283,7 @@ static int routing_add(Reader kv, PyObject *routing) {
             uint32_t field;
             int wire_type;
             read_tag(&value_at, &field, &wire_type);
-            int matches;
-            switch (field) {
-            case AnyValue__string_value: case AnyValue__array_value: case AnyValue__kvlist_value: case AnyValue__bytes_value:
-                matches = wire_type == WT_LEN;
-                break;
-            case AnyValue__bool_value: case AnyValue__int_value: matches = wire_type == WT_VARINT; break;
-            case AnyValue__double_value: matches = wire_type == WT_I64; break;
-            default: matches = 0;
-            }
+            int matches = is_value_field(field, wire_type);
             if (matches) kind = (int)field;
             if (matches && field == AnyValue__string_value) read_len(&value_at, &text);
             else skip_field(&value_at, field, wire_type, 0);

@@ -1,19 +1,20 @@
 """Redaction: attributes dropped by key, secret-shaped text replaced by `[REDACTED]`.
 
 Applied to every string a span carries as the exporter sent it (attribute values of spans, events, links,
-resources and scopes; span and event names; status messages), while the span is decoded, so inputs,
-output, attributes and otel_dump all derive from redacted values and nothing is queued or written before.
-A JSON document sent as a string attribute is matched as the text it was sent as, then parsed (a value that
-decodes to a JSON string is matched again, since its escapes can spell out what the text hid).
+resources and scopes; span and event names; status messages), to attribute and map keys and to bytes
+values, while the span is decoded, so inputs, output, attributes and otel_dump all derive from redacted
+values and nothing is queued or written before. A JSON document sent as a string attribute is matched as the
+text it was sent as, then parsed, and walked as a map sent the same would be (Sanitizer.json_content) when
+that can change it: an escape may spell out what the text hid, or a key rule may drop a key inside it.
+Routing does not read redacted values (decoded.ROUTING_KEYS).
 
 Cost matters: this runs on every string of every span, and LLM spans carry kilobytes of text. Python's `re`
 finds a pattern that starts with a literal several times faster than one that starts with a class or a
 lookbehind, and walks an alternation character by character, so one combined pattern would be the slow
-case. Each built-in rule starts with its literal (the word boundary is checked behind it) and runs only on
-strings long enough to hold a match that contain its literal (short strings) or its gate (long text: a
-rare character memchr finds, or a long literal). Measured on bench/e2e.py's spans: about 2-3 us per KB.
-The C decoder does better still: it calls text() only for a string holding one of a rule's `anchors`,
-found in one pass over its bytes (see text_plan), so most text never reaches the patterns.
+case. Each built-in rule runs only on strings long enough to hold a match that contain one of its anchors
+(short strings) or gates (long text: a rare character memchr finds, or a long literal). The C decoder does
+better still: it calls text() only for a string holding one of a rule's `anchors`, found ignoring ASCII
+case in one pass over its bytes (see text_plan), so most text never reaches the patterns.
 """
 
 from __future__ import annotations
@@ -263,12 +264,15 @@ class Redaction:
         return any(anchor in folded for anchor in anchors)
 
     def drops(self, key: str) -> bool:
+        """Whether the key rules drop `key`. Cached; False is cached only for a key that redaction leaves as
+        it is, so a False in key_verdicts tells the C decoder the key is kept as sent (it skips key())."""
         verdict = self.key_verdicts.get(key)
         if verdict is None:
             verdict = self._keys is not None and self._keys.match(key) is not None
-            if len(self.key_verdicts) >= _KEY_CACHE_SIZE:
-                self.key_verdicts.clear()
-            self.key_verdicts[key] = verdict
+            if verdict or self.key_text(key) == key:
+                if len(self.key_verdicts) >= _KEY_CACHE_SIZE:
+                    self.key_verdicts.clear()
+                self.key_verdicts[key] = verdict
         return verdict
 
 
