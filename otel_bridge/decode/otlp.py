@@ -44,7 +44,8 @@ def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave).
 
     Strings and bytes pass through the sanitizer (redaction, length limit); maps and arrays get `levels`
-    more levels; `path` is the dotted key path, matched against the redaction keys inside maps.
+    more levels; `path` is the dotted key path, matched against the redaction keys inside maps. A map keyed
+    exactly "0".."n-1" is the list it stands for, as the same keys sent flattened make one (attribute_tree).
     """
     return _value_of(value, value.WhichOneof("value"), sanitizer, levels, path)
 
