@@ -201,7 +201,13 @@ def otlp_http_app(
 
 
 def build_http_receiver(
-    config: HttpReceiver, pipeline: Pipeline, *, shutdown_timeout: float, reuse_port: bool = False
+    config: HttpReceiver,
+    pipeline: Pipeline,
+    *,
+    shutdown_timeout: float,
+    max_connections: int,
+    log_interval: float = 30.0,
+    reuse_port: bool = False,
 ) -> HttpServer:
     """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
     ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
@@ -222,4 +228,7 @@ def build_http_receiver(
         shutdown_timeout=shutdown_timeout,
         reuse_port=reuse_port,
         idle_timeout=config.idle_timeout,
+        max_connections=max_connections,
+        max_connections_key="receiver.http.max_connections",
+        log_interval=log_interval,
     )
