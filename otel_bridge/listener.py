@@ -55,7 +55,7 @@ class _Throttled:
         else:
             self._suppressed += 1
             if self._flush is None:
-                self._flush = asyncio.get_running_loop().call_at(self._quiet_until, self._tell_suppressed)
+                self._flush = asyncio.get_running_loop().call_later(self._quiet_until - now, self._tell_suppressed)
 
     def _tell_suppressed(self) -> None:
         self._flush = None

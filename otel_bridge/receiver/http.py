@@ -8,6 +8,7 @@ Content-Type, answers in the request's encoding, and turns each failure into the
     408 body not received within receiver.http.read_timeout     retryable
     413 body over receiver.http.max_request_body_size_mib       not retryable (compressed or not)
     415 Content-Type or Content-Encoding not supported          not retryable
+    503 a connection past receiver.http.max_connections         retryable, answered before the request is read
     413/503 what the queue refuses: receiver/status.py, the table both receivers share
 """
 
