@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -23,6 +23,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -31,6 +32,7 @@ from pydantic_core import ErrorDetails
 from otel_bridge.errors import ConfigError
 from otel_bridge.notation import format_duration, parse_duration, split_endpoint
 from otel_bridge.project import PROJECT_FORM, parse_project
+from otel_bridge.rule_tables import TABLES, TableKind
 
 __all__ = ["Settings", "load_settings", "mask_url"]
 
@@ -383,35 +385,29 @@ ValuesEdit = Annotated[Any, _list_edit(_attribute_value)]
 AttributeKey = Annotated[str, PlainValidator(_attribute_key, json_schema_input_type=str)]
 
 
-class TableEdits(_Section):
-    """Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table. An omitted table
-    keeps its default. In a table of named entries (attributes, usage, ...), an entry set to null is
-    removed and an entry not there yet is added."""
+# The edit each kind of rule table (rule_tables.py) takes, and its default (no edit). In a table of named
+# entries, an entry set to null is removed and an entry not there yet is added.
+_TABLE_EDITS: dict[TableKind, tuple[Any, Any]] = {
+    "sources": (KeysEdit, None),
+    "keys": (KeysEdit, None),
+    "values": (ValuesEdit, None),
+    "names": (dict[str, str | None], {}),
+    "named_sources": (dict[str, KeysEdit], {}),
+    "value_sets": (dict[AttributeKey, ValuesEdit], {}),
+    "renames": (dict[AttributeKey, AttributeKey | None], {}),
+}
 
-    inputs: KeysEdit = None
-    output: KeysEdit = None
-    content_events: ValuesEdit = None
-    input_message_events: dict[str, str | None] = {}  # event name -> role
-    output_message_events: dict[str, str | None] = {}
-    attributes: dict[str, KeysEdit] = {}  # short key -> sources
-    custom_attributes: KeysEdit = None
-    usage: dict[str, KeysEdit] = {}  # usage field -> sources
-    model_responses: KeysEdit = None
-    usage_rollups: dict[AttributeKey, ValuesEdit] = {}  # attribute -> values
-    input_excludes: ValuesEdit = None  # usage fields
-    op_name: KeysEdit = None
-    display_name: KeysEdit = None
-    thread_id: KeysEdit = None
-    is_turn: KeysEdit = None
-    root_turn: KeysEdit = None
-    wb_run_id: KeysEdit = None
-    wb_run_step: KeysEdit = None
-    wb_run_step_end: KeysEdit = None
-    started_at: KeysEdit = None
-    ended_at: KeysEdit = None
-    exception: KeysEdit = None
-    drop: KeysEdit = None
-    rename: dict[AttributeKey, AttributeKey | None] = {}  # old key -> new key
+if TYPE_CHECKING:
+    TableEdits = _Section
+else:
+    TableEdits = create_model(
+        "TableEdits",
+        __base__=_Section,
+        __doc__="Edits of the rule tables in otel_bridge/mapping/rules.yaml, one field per table of "
+        "rule_tables.TABLES; an omitted table keeps its default.",
+        __module__=__name__,
+        **{name: _TABLE_EDITS[kind] for name, kind in TABLES.items()},
+    )
 
 
 class Mapping(TableEdits):

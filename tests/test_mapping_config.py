@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from spans import request, span
 from otel_bridge.config import Settings, load_settings
 from otel_bridge.errors import ConfigError
 from otel_bridge.decode.limits import DEFAULT_LIMITS
-from otel_bridge.mapping import build_rules, default_tables
+from otel_bridge.mapping import Rules, build_rules, default_tables
 from otel_bridge.pipeline import map_request
 from otel_bridge.decode.redact import DEFAULT_REDACTION
+from otel_bridge.rule_tables import TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "testdata" / "config"
@@ -41,6 +43,13 @@ NOT_TABLES = {"redact", "limits"}
 
 def test_every_table_can_be_edited_from_the_config() -> None:
     assert set(type(Settings().mapping).model_fields) - NOT_TABLES == set(DEFAULTS)
+
+
+def test_the_one_list_of_tables_names_each_default_and_each_compiled_table() -> None:
+    """rule_tables.TABLES is the list; rules.yaml gives each a default and Rules has a field for each."""
+    compiled = {f.name for f in dataclasses.fields(Rules)} - {"tables", "scopes", "_narrowed"}
+    assert set(TABLES) | {"scopes"} == set(DEFAULTS)
+    assert set(TABLES) == compiled
 
 
 def test_edits_give_the_effective_tables() -> None:

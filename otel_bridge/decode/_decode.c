@@ -799,15 +799,17 @@ static int tree_field(Ctx *c, Tree *t, Reader *kv) {
 }
 
 /* The tree done; the dropped_attributes_count to report, with what max_attributes cut added. */
+/* Past a limit: the excess added to the message's dropped count (saturating, as the field is 32 bits), and hit. */
+static int count_over(Ctx *c, PyObject *limit, Py_ssize_t seen, Py_ssize_t max, uint64_t *dropped) {
+    if (seen <= max) return 0;
+    uint64_t total = *dropped + (uint64_t)(seen - max);
+    *dropped = total > UINT32_MAX_COUNT ? UINT32_MAX_COUNT : total;
+    return hit(c, limit, seen - max);
+}
+
 static int tree_finish(Ctx *c, Tree *t, uint64_t *dropped) {
     if (t->indexed && listify(t, t->tree) < 0) return -1;
-    Py_ssize_t excess = t->seen - c->max_attributes;
-    if (excess > 0) {
-        uint64_t total = *dropped + (uint64_t)excess;
-        *dropped = total > UINT32_MAX_COUNT ? UINT32_MAX_COUNT : total;
-        return hit(c, s_max_attributes, excess);
-    }
-    return 0;
+    return count_over(c, s_max_attributes, t->seen, c->max_attributes, dropped);
 }
 
 /* ---- messages ---- */
@@ -896,13 +898,6 @@ fail:
 }
 
 static PyObject *bytes_of(Reader *s) { return PyBytes_FromStringAndSize((const char *)s->p, s->end - s->p); }
-
-static int count_over(Ctx *c, PyObject *limit, Py_ssize_t seen, Py_ssize_t max, uint64_t *dropped) {
-    if (seen <= max) return 0;
-    uint64_t total = *dropped + (uint64_t)(seen - max);
-    *dropped = total > UINT32_MAX_COUNT ? UINT32_MAX_COUNT : total;
-    return hit(c, limit, seen - max);
-}
 
 static PyObject *span_of(Ctx *c, Reader *r) {
     Reader trace_id = {0, 0}, span_id = {0, 0}, parent = {0, 0};
@@ -1093,11 +1088,38 @@ static PyTypeObject SpanIterType = {
     .tp_iternext = (iternextfunc)span_iter_next,
 };
 
+/* One Resource or InstrumentationScope message (a repeated one merges): its attributes into t, its dropped
+   count, and a scope's name and version (name_field 0 for a resource, which has neither). */
+static int attributed_message(Ctx *c, Reader *s, Tree *t, uint64_t *dropped, uint32_t attributes_field,
+                              uint32_t dropped_field, uint32_t name_field, uint32_t version_field, PyObject **name,
+                              PyObject **version) {
+    uint64_t v;
+    while (s->p < s->end) {
+        uint32_t f;
+        int w;
+        Reader m;
+        read_tag(s, &f, &w);
+        if (name_field && (f == name_field || f == version_field) && w == WT_LEN) {
+            read_len(s, &m);
+            PyObject *text = text_field(c, &m);
+            if (!text) return -1;
+            Py_XSETREF(*(f == name_field ? name : version), text);
+        } else if (f == attributes_field && w == WT_LEN) {
+            read_len(s, &m);
+            if (tree_field(c, t, &m) < 0) return -1;
+        } else if (f == dropped_field && w == WT_VARINT) {
+            read_varint(s, &v);
+            *dropped = (uint32_t)v;
+        } else skip_field(s, f, w, 0);
+    }
+    return 0;
+}
+
 static PyObject *scope_spans_of(DecoderObject *decoder, Reader *r) {
     Ctx *c = &decoder->c;
     PyObject *name = NULL, *version = NULL, *scope = NULL, *result = NULL;
     SpanIterObject *spans = PyObject_New(SpanIterObject, &SpanIterType);
-    uint64_t dropped = 0, v;
+    uint64_t dropped = 0;
     Tree t;
     if (!spans) return NULL;
     spans->decoder = (DecoderObject *)Py_NewRef(decoder);
@@ -1110,24 +1132,10 @@ static PyObject *scope_spans_of(DecoderObject *decoder, Reader *r) {
         read_tag(r, &field, &wire_type);
         if (field == ScopeSpans__scope && wire_type == WT_LEN) { /* a repeated one merges */
             read_len(r, &s);
-            while (s.p < s.end) {
-                uint32_t f;
-                int w;
-                Reader m;
-                read_tag(&s, &f, &w);
-                if ((f == InstrumentationScope__name || f == InstrumentationScope__version) && w == WT_LEN) {
-                    read_len(&s, &m);
-                    PyObject *text = text_field(c, &m);
-                    if (!text) goto fail;
-                    Py_XSETREF(*(f == InstrumentationScope__name ? &name : &version), text);
-                } else if (f == InstrumentationScope__attributes && w == WT_LEN) {
-                    read_len(&s, &m);
-                    if (tree_field(c, &t, &m) < 0) goto fail;
-                } else if (f == InstrumentationScope__dropped_attributes_count && w == WT_VARINT) {
-                    read_varint(&s, &v);
-                    dropped = (uint32_t)v;
-                } else skip_field(&s, f, w, 0);
-            }
+            if (attributed_message(c, &s, &t, &dropped, InstrumentationScope__attributes,
+                                   InstrumentationScope__dropped_attributes_count, InstrumentationScope__name,
+                                   InstrumentationScope__version, &name, &version) < 0)
+                goto fail;
         } else skip_field(r, field, wire_type, 0); /* the spans: read by the iterator */
     }
     if (tree_finish(c, &t, &dropped) < 0) goto fail;
@@ -1149,7 +1157,7 @@ fail:
 static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
     Ctx *c = &decoder->c;
     PyObject *scopes = PyList_New(0), *resource = NULL, *result = NULL;
-    uint64_t dropped = 0, v;
+    uint64_t dropped = 0;
     Tree t;
     if (tree_init(&t, 0) < 0 || !scopes) goto fail;
     while (r->p < r->end) {
@@ -1159,19 +1167,9 @@ static PyObject *resource_spans_of(DecoderObject *decoder, Reader *r) {
         read_tag(r, &field, &wire_type);
         if (field == ResourceSpans__resource && wire_type == WT_LEN) { /* a repeated one merges */
             read_len(r, &s);
-            while (s.p < s.end) {
-                uint32_t f;
-                int w;
-                Reader m;
-                read_tag(&s, &f, &w);
-                if (f == Resource__attributes && w == WT_LEN) {
-                    read_len(&s, &m);
-                    if (tree_field(c, &t, &m) < 0) goto fail;
-                } else if (f == Resource__dropped_attributes_count && w == WT_VARINT) {
-                    read_varint(&s, &v);
-                    dropped = (uint32_t)v;
-                } else skip_field(&s, f, w, 0);
-            }
+            if (attributed_message(c, &s, &t, &dropped, Resource__attributes, Resource__dropped_attributes_count, 0, 0,
+                                   NULL, NULL) < 0)
+                goto fail;
         } else if (field == ResourceSpans__scope_spans && wire_type == WT_LEN) {
             read_len(r, &s);
             PyObject *scope = scope_spans_of(decoder, &s);

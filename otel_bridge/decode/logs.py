@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otel_bridge.decode.otlp import _hex_ids_to_base64, _objects, any_value, attribute_tree
+from otel_bridge.decode.otlp import any_value, attribute_tree, parse_json_request
 from otel_bridge.decode.sanitize import Sanitizer
 from otel_bridge.errors import BadRequestError
 
@@ -99,18 +97,5 @@ def count_log_records(data: bytes) -> int:
 
 def parse_otlp_logs_json(data: bytes) -> bytes:
     """An OTLP/JSON ExportLogsServiceRequest -> its protobuf bytes; ValueError says why it is not one."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("expected a JSON object with resourceLogs")
-    for resource_logs in _objects(doc.get("resourceLogs") or doc.get("resource_logs")):
-        for scope_logs in _objects(resource_logs.get("scopeLogs") or resource_logs.get("scope_logs")):
-            for record in _objects(scope_logs.get("logRecords") or scope_logs.get("log_records")):
-                _hex_ids_to_base64(record)
-    try:
-        return json_format.ParseDict(doc, ExportLogsServiceRequest(), ignore_unknown_fields=True).SerializeToString()
-    except json_format.ParseError as exc:
-        raise ValueError(f"not an OTLP/JSON logs request: {exc}") from None
-
+    request = parse_json_request(data, ExportLogsServiceRequest, ("resourceLogs", "scopeLogs", "logRecords"), "logs")
+    return request.SerializeToString()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_bridge.decode.sanitize import Sanitizer
@@ -25,6 +27,7 @@ __all__ = [
     "iso_time",
     "key_path",
     "key_shape",
+    "parse_json_request",
     "parse_otlp_json",
     "parse_request",
     "short_hex",
@@ -270,25 +273,42 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
-def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
-    """An OTLP/JSON ExportTraceServiceRequest (hex ids, lowerCamelCase; unknown fields ignored) -> protobuf."""
+M = TypeVar("M", bound=Message)
+
+
+def _snake(key: str) -> str:
+    return re.sub("([A-Z])", lambda m: "_" + m[1].lower(), key)
+
+
+def parse_json_request(data: bytes | str, message_type: type[M], path: tuple[str, ...], what: str) -> M:
+    """An OTLP/JSON request (hex ids, lowerCamelCase or snake_case keys; unknown fields ignored) -> protobuf.
+
+    `path` is the lowerCamelCase keys down to the items that carry ids (spans, log records); ValueError
+    says why the data is not such a request.
+    """
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise ValueError("expected a JSON object with resourceSpans")
+        raise ValueError(f"expected a JSON object with {path[0]}")
     # Only well-shaped parts are walked here; ParseDict reports anything else as a ValueError below.
-    for resource_spans in _objects(doc.get("resourceSpans") or doc.get("resource_spans")):
-        for scope_spans in _objects(resource_spans.get("scopeSpans") or resource_spans.get("scope_spans")):
-            for span in _objects(scope_spans.get("spans")):
-                _hex_ids_to_base64(span)
-                for link in _objects(span.get("links")):
-                    _hex_ids_to_base64(link)
+    items = [doc]
+    for key in path:
+        items = [child for item in items for child in _objects(item.get(key) or item.get(_snake(key)))]
+    for item in items:
+        _hex_ids_to_base64(item)
+        for link in _objects(item.get("links")):
+            _hex_ids_to_base64(link)
     try:
-        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(doc, message_type(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise ValueError(f"not an OTLP/JSON trace request: {exc}") from None
+        raise ValueError(f"not an OTLP/JSON {what} request: {exc}") from None
+
+
+def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
+    """An OTLP/JSON ExportTraceServiceRequest -> protobuf (see parse_json_request)."""
+    return parse_json_request(data, ExportTraceServiceRequest, ("resourceSpans", "scopeSpans", "spans"), "trace")
 
 
 def parse_request(data: bytes) -> list[ExportTraceServiceRequest]:

@@ -8,6 +8,7 @@ and never splits strings.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from otel_bridge.decode.otlp import key_path
+from otel_bridge.rule_tables import TABLES, TableKind
 
 __all__ = [
     "DEFAULT_RULES",
@@ -85,9 +87,21 @@ def _value_sets(table: dict[str, list[str]]) -> tuple[tuple[KeyPath, frozenset[s
     return tuple((_path(key), frozenset(values)) for key, values in table.items())
 
 
+# How a table of each kind (rule_tables.py) is compiled: into key paths, so the hot path never splits strings.
+_COMPILE: dict[TableKind, Callable[[Any], Any]] = {
+    "sources": _sources,
+    "keys": lambda keys: tuple(_path(key) for key in keys),
+    "values": frozenset,
+    "names": dict,
+    "named_sources": lambda table: tuple((name, _sources(keys)) for name, keys in table.items()),
+    "value_sets": _value_sets,
+    "renames": lambda table: tuple((_path(old), _path(new)) for old, new in table.items()),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The compiled tables: one attribute per table of rules.yaml."""
+    """The compiled tables: one attribute per table of rule_tables.TABLES, typed for the hot path."""
 
     inputs: Sources
     output: Sources
@@ -99,7 +113,7 @@ class Rules:
     usage: tuple[tuple[str, Sources], ...]
     model_responses: Sources
     usage_rollups: tuple[tuple[KeyPath, frozenset[str]], ...]
-    input_excludes: tuple[str, ...]
+    input_excludes: frozenset[str]
     op_name: Sources
     display_name: Sources
     thread_id: Sources
@@ -156,28 +170,13 @@ def _narrow(rules: Rules, key_paths: list[KeyPath]) -> Rules:
     def value_sets(table: tuple[tuple[KeyPath, frozenset[str]], ...]) -> tuple[tuple[KeyPath, frozenset[str]], ...]:
         return tuple(entry for entry in table if reachable(entry[0]))
 
-    return replace(
-        rules,
-        inputs=sources(rules.inputs),
-        output=sources(rules.output),
-        attributes=named(rules.attributes),
-        custom_attributes=sources(rules.custom_attributes),
-        usage=named(rules.usage),
-        model_responses=sources(rules.model_responses),
-        usage_rollups=value_sets(rules.usage_rollups),
-        op_name=sources(rules.op_name),
-        display_name=sources(rules.display_name),
-        thread_id=sources(rules.thread_id),
-        is_turn=sources(rules.is_turn),
-        root_turn=sources(rules.root_turn),
-        wb_run_id=sources(rules.wb_run_id),
-        wb_run_step=sources(rules.wb_run_step),
-        wb_run_step_end=sources(rules.wb_run_step_end),
-        started_at=sources(rules.started_at),
-        ended_at=sources(rules.ended_at),
-        exception=sources(rules.exception),
-        _narrowed={},
-    )
+    narrow: dict[TableKind, Callable[[Any], Any]] = {
+        "sources": sources,
+        "named_sources": named,
+        "value_sets": value_sets,
+    }
+    kept = {name: narrow[kind](getattr(rules, name)) for name, kind in TABLES.items() if kind in narrow}
+    return replace(rules, **kept, _narrowed={})
 
 
 def compile_rules(tables: dict[str, Any]) -> Rules:
@@ -190,34 +189,8 @@ def compile_rules(tables: dict[str, Any]) -> Rules:
 
 
 def _compile(tables: dict[str, Any], scopes: dict[str, Rules]) -> Rules:
-    return Rules(
-        inputs=_sources(tables["inputs"]),
-        output=_sources(tables["output"]),
-        content_events=frozenset(tables["content_events"]),
-        input_message_events=dict(tables["input_message_events"]),
-        output_message_events=dict(tables["output_message_events"]),
-        attributes=tuple((name, _sources(keys)) for name, keys in tables["attributes"].items()),
-        custom_attributes=_sources(tables["custom_attributes"]),
-        usage=tuple((name, _sources(keys)) for name, keys in tables["usage"].items()),
-        model_responses=_sources(tables["model_responses"]),
-        usage_rollups=_value_sets(tables["usage_rollups"]),
-        input_excludes=tuple(tables["input_excludes"]),
-        op_name=_sources(tables["op_name"]),
-        display_name=_sources(tables["display_name"]),
-        thread_id=_sources(tables["thread_id"]),
-        is_turn=_sources(tables["is_turn"]),
-        root_turn=_sources(tables["root_turn"]),
-        wb_run_id=_sources(tables["wb_run_id"]),
-        wb_run_step=_sources(tables["wb_run_step"]),
-        wb_run_step_end=_sources(tables["wb_run_step_end"]),
-        started_at=_sources(tables["started_at"]),
-        ended_at=_sources(tables["ended_at"]),
-        exception=_sources(tables["exception"]),
-        drop=tuple(_path(key) for key in tables["drop"]),
-        rename=tuple((_path(old), _path(new)) for old, new in tables["rename"].items()),
-        tables=tables,
-        scopes=scopes,
-    )
+    compiled = {name: _COMPILE[kind](tables[name]) for name, kind in TABLES.items()}
+    return Rules(**compiled, tables=tables, scopes=scopes)
 
 
 def as_config(tables: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def _counts(tree: dict[str, Any], rules: Rules, warnings: Counter) -> dict[str, 
     return counts
 
 
-def _add_excluded_input(counts: dict[str, int], excluded: tuple[str, ...]) -> None:
+def _add_excluded_input(counts: dict[str, int], excluded: frozenset[str]) -> None:
     """The input count of a convention that leaves out these fields (rules.input_excludes), with them."""
     field = "input_tokens" if "input_tokens" in counts else "prompt_tokens" if "prompt_tokens" in counts else None
     if field is None:
