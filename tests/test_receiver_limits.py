@@ -249,6 +249,35 @@ def test_http_connections_past_the_bound_are_answered_503_at_once_and_the_slot_c
         _close_all(held)
 
 
+def test_tls_connections_count_while_they_handshake_and_failed_handshakes_give_their_slot_back(upstream, certs, start_bridge):
+    import ssl
+
+    tls = {"cert_file": str(certs.server.cert), "key_file": str(certs.server.key)}
+    settings = bridge_settings(upstream, receiver={"http": {"tls": tls, "max_connections": 2, "idle_timeout": "1s"}})
+    bridge = start_bridge(settings)
+    port = bridge.bridge.http.port
+
+    def refuses_a_third() -> bool:
+        held = _raw_connections(port, 2)  # no handshake: each holds its slot until the handshake times out
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as third:
+                return _closed_within(third, 0.5) == (True, b"")  # closed at once, no plaintext 503 inside TLS
+        finally:
+            for sock in held:
+                assert _closed_within(sock, 5)[0]  # the handshake timeout (idle_timeout) closes them
+
+    assert refuses_a_third()
+    with socket.create_connection(("127.0.0.1", port)) as plaintext:  # a failed handshake
+        plaintext.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _closed_within(plaintext, 5)[0]
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(certs.ca)), timeout=5) as client:
+        answer = client.post(f"{bridge.http_url}/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"})
+    assert answer.status_code == 200
+    # Every slot came back once, none twice: again exactly two are held and a third refused.
+    time.sleep(0.2)
+    assert refuses_a_third()
+
+
 def test_grpc_connections_past_the_bound_are_closed_at_once(upstream, start_bridge):
     bridge = start_bridge(bridge_settings(upstream, receiver={"grpc": {"max_connections": 3}}))
     port = bridge.bridge.grpc.port
