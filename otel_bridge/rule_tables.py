@@ -24,6 +24,7 @@ TABLES: dict[str, TableKind] = {
     "inputs": "sources",
     "output": "sources",
     "content_events": "values",
+    "log_content_scopes": "values",
     "input_message_events": "names",
     "output_message_events": "names",
     "attributes": "named_sources",

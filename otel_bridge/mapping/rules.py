@@ -106,6 +106,7 @@ class Rules:
     inputs: Sources
     output: Sources
     content_events: frozenset[str]
+    log_content_scopes: frozenset[str]
     input_message_events: dict[str, str]
     output_message_events: dict[str, str]
     attributes: tuple[tuple[str, Sources], ...]

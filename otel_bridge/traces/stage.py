@@ -242,11 +242,17 @@ class TraceStage:
         await self.pending.remove(entry.row for entry, _ in completed)
 
     def _holds(self, call: dict[str, Any], tree: dict[str, Any]) -> bool:
-        """Whether to wait for the call's log records: a GenAI span from a service that sends them."""
-        if self.queue is None or self.config.logs.window <= 0 or "gen_ai" not in tree or not self._log_sources:
+        """Whether to wait for the call's log records: a GenAI span from a service that sends them, or one
+        without content from an instrumentation that may send its content as records (log_content_scopes)."""
+        if self.queue is None or self.config.logs.window <= 0 or "gen_ai" not in tree:
             return False
-        resource = call["otel_dump"].get("resource") or {}
-        service = as_str(find(resource.get("attributes") or {}, _SERVICE_NAME)) or ""
+        dump = call["otel_dump"]
+        if self.rules is not None and not call["inputs"] and not call["output"]:
+            if (dump.get("scope") or {}).get("name") in self.rules.log_content_scopes:
+                return True
+        if not self._log_sources:
+            return False
+        service = as_str(find((dump.get("resource") or {}).get("attributes") or {}, _SERVICE_NAME)) or ""
         seen = self._log_sources.get(service)
         return seen is not None and time.time() - seen < self.config.idle_timeout
 
