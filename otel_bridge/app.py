@@ -28,6 +28,7 @@ from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
+from otel_bridge.receiver.kafka import KafkaTraceReceiver
 from otel_bridge.telemetry.metrics import Metrics
 from otel_bridge.telemetry.server import telemetry_app
 from otel_bridge.traces import TraceStage
@@ -39,7 +40,7 @@ log = logging.getLogger("otel_bridge")
 
 
 def build_sender(
-    settings: Settings, metrics: Metrics, upstream: UpstreamHealth, queue: CallQueue
+    settings: Settings, metrics: Metrics, upstream: UpstreamHealth, queue: CallQueue, dead_letter: DeadLetterFile
 ) -> tuple[Sender, str]:
     """The sender chain behind the queue consumers, outermost first, and where it delivers."""
     exporter = settings.exporter
@@ -74,7 +75,7 @@ def build_sender(
     sender = SplitSender(
         sender,
         max_body_bytes=UPSTREAM_MAX_BODY_BYTES,
-        dead_letter=DeadLetterFile(exporter.dead_letter.path),
+        dead_letter=dead_letter,
         metrics=metrics,
     )
     return sender, where
@@ -112,7 +113,9 @@ class Bridge:
             queue=self.queue, mapper=mapper, default_project=exporter.weave.project, metrics=self.metrics, stage=self.stage
         )
         self.upstream = UpstreamHealth()
-        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue)
+        # One file, one lock: calls the upstream refuses, and Kafka messages no call can be made of.
+        self.dead_letter = DeadLetterFile(exporter.dead_letter.path)
+        self.sender, self.destination = build_sender(settings, self.metrics, self.upstream, self.queue, self.dead_letter)
         self.dispatcher = Dispatcher(
             self.queue,
             self.sender,
@@ -150,8 +153,11 @@ class Bridge:
             if receiver.http
             else None
         )
+        self.kafka = (
+            KafkaTraceReceiver(receiver.kafka, self.pipeline, dead_letter=self.dead_letter) if receiver.kafka else None
+        )
         self.health = Health(
-            receivers=[r for r in (self.grpc, self.http) if r is not None],
+            receivers=[r for r in (self.grpc, self.http, self.kafka) if r is not None],
             queue_size=lambda: self.queue.size_bytes,
             queue_capacity=exporter.queue_max_bytes,
             upstream=self.upstream,
@@ -175,9 +181,9 @@ class Bridge:
         """Start everything or nothing: when a port cannot be bound, what already started is stopped again."""
         self.dispatcher.start()
         self.stage.start()
-        started: list[GrpcTraceReceiver | HttpServer] = []
+        started: list[GrpcTraceReceiver | HttpServer | KafkaTraceReceiver] = []
         try:
-            for server in (self.grpc, self.http, self.telemetry):
+            for server in (self.grpc, self.http, self.kafka, self.telemetry):
                 if server is not None:
                     await server.start()
                     started.append(server)
@@ -202,6 +208,8 @@ class Bridge:
         self._log_connection_bounds()
 
     def _log_connection_bounds(self) -> None:
+        if not self.max_connections:  # only receiver.kafka: the bridge listens for no client
+            return
         bounds = ", ".join(f"{count} {name}" for name, count in self.max_connections.items())
         log.info(
             "connections open at once: at most %s (receiver.*.max_connections), %d telemetry; open-file limit %d",
@@ -220,7 +228,8 @@ class Bridge:
         """Receivers first (nothing new arrives), then deliver what can be within shutdown_timeout and keep the
         rest (if durable), then the telemetry endpoint, which keeps answering probes while the queue drains."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        await asyncio.gather(*(receiver.stop() for receiver in (self.grpc, self.http) if receiver is not None))
+        receivers = (self.grpc, self.http, self.kafka)
+        await asyncio.gather(*(receiver.stop() for receiver in receivers if receiver is not None))
         await self.stage.stop()  # held calls into the queue, to be drained with the others
         self.pipeline.close()
         await self.dispatcher.drain(max(0.0, deadline - time.monotonic()))

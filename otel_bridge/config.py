@@ -118,6 +118,56 @@ class HttpReceiver(_Section):
     auth: Auth | None = None
 
 
+class KafkaTls(_Section):
+    # null: the system's CAs verify the brokers' certificates.
+    ca_file: str | None = None
+    # Both or neither: a client certificate, for brokers that require one (mutual TLS).
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> KafkaTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("`cert_file` and `key_file` go together: set both, or neither")
+        return self
+
+
+class KafkaSasl(_Section):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    username: str = Field(min_length=1)
+    password: Secret
+
+    @field_validator("password")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():  # an unset ${env:...}
+            raise ValueError("must not be empty")
+        return value
+
+
+class KafkaReceiver(_Section):
+    brokers: list[Endpoint] = Field(["localhost:9092"], min_length=1)
+    topics: list[str] = Field(["otlp_spans"], min_length=1)
+    group_id: str = Field("otel-bridge", min_length=1)
+    client_id: str = Field("otel-bridge", min_length=1)
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
+    # Where a group with no committed offset for a partition starts reading it.
+    initial_offset: Literal["latest", "earliest"] = "latest"
+    session_timeout: Duration = Field(10.0, gt=0)
+    heartbeat_interval: Duration = Field(3.0, gt=0)
+    max_poll_interval: Duration = Field(300.0, gt=0)
+    tls: KafkaTls | None = None
+    sasl: KafkaSasl | None = None
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> KafkaReceiver:
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ValueError("`heartbeat_interval` must be less than `session_timeout`")
+        if self.max_poll_interval < self.session_timeout:
+            raise ValueError("`max_poll_interval` must not be less than `session_timeout`")
+        return self
+
+
 # Connections the telemetry endpoint holds at once (fixed: probes and a scraper need a few; one more gets 503).
 TELEMETRY_MAX_CONNECTIONS = 32
 # File descriptors a bridge needs besides its receivers' connections: the telemetry endpoint's connections,
@@ -131,14 +181,15 @@ MAX_DERIVED_CONNECTIONS = 4096
 class Receiver(_Section):
     grpc: GrpcReceiver | None = GrpcReceiver()
     http: HttpReceiver | None = HttpReceiver()
+    kafka: KafkaReceiver | None = None
     # Processes that share the receivers' ports (SO_REUSEPORT): the mapping is CPU-bound Python, so one
     # process uses one core.
     workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _one_receiver(self) -> Receiver:
-        if self.grpc is None and self.http is None:
-            raise ValueError("both receivers are disabled: enable receiver.grpc or receiver.http")
+        if self.grpc is None and self.http is None and self.kafka is None:
+            raise ValueError("every receiver is disabled: enable receiver.grpc, receiver.http or receiver.kafka")
         if self.workers > 1:
             for name, receiver in (("grpc", self.grpc), ("http", self.http)):
                 if receiver is not None and split_endpoint(receiver.endpoint)[1] == 0:
@@ -153,7 +204,7 @@ class Receiver(_Section):
         `open_files` files (RLIMIT_NOFILE): as configured, or, when null, an equal share of what is left
         after RESERVED_FILES (at least 1, at most MAX_DERIVED_CONNECTIONS)."""
         receivers = {name: r for name, r in (("grpc", self.grpc), ("http", self.http)) if r is not None}
-        share = min(MAX_DERIVED_CONNECTIONS, max(1, (open_files - RESERVED_FILES) // len(receivers)))
+        share = min(MAX_DERIVED_CONNECTIONS, max(1, (open_files - RESERVED_FILES) // max(1, len(receivers))))
         return {name: r.max_connections or share for name, r in receivers.items()}
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from otel_bridge.config import Settings, load_settings
+from otel_bridge.config import KafkaReceiver, Settings, load_settings
 from otel_bridge.notation import parse_duration
 from otel_bridge.errors import ConfigError
 
@@ -16,6 +17,30 @@ TESTDATA = Path(__file__).parent / "testdata" / "config"
 
 def test_documented_config_is_exactly_the_defaults():
     assert load_settings(ROOT / "config" / "bridge.yaml") == Settings()
+
+
+def test_documented_kafka_receiver_is_exactly_its_defaults():
+    """receiver.kafka is off by default, so bridge.yaml shows its keys commented out: they must load too."""
+    text = (ROOT / "config" / "bridge.yaml").read_text()
+    block = text.split("  #   kafka:\n", 1)[1].split("\n  # An offset", 1)[0]
+    lines = [line.removeprefix("  #     ") for line in block.splitlines()]
+    documented = yaml.safe_load("\n".join(line for line in lines if not line.startswith("#")))
+    assert KafkaReceiver.model_validate(documented) == KafkaReceiver()
+
+
+@pytest.mark.parametrize(
+    ("kafka", "message"),
+    [
+        ({"heartbeat_interval": "10s"}, "`heartbeat_interval` must be less than `session_timeout`"),
+        ({"sasl": {"username": "u", "password": ""}}, "must not be empty"),
+        ({"tls": {"cert_file": "c.pem"}}, "`cert_file` and `key_file` go together"),
+        ({"encoding": "raw"}, "'otlp_proto' or 'otlp_json'"),
+        ({"brokers": []}, "at least 1 item"),
+    ],
+)
+def test_kafka_receiver_errors(kafka, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.model_validate({"receiver": {"kafka": kafka}})
 
 
 def test_no_file_means_defaults():
@@ -48,7 +73,7 @@ def test_scenarios(name, check):
     ("name", "messages"),
     [
         ("typo_key.yaml", ["`receiver.htttp`: unknown key"]),
-        ("no_receivers.yaml", ["both receivers are disabled"]),
+        ("no_receivers.yaml", ["every receiver is disabled"]),
         ("bad_duration.yaml", ["`exporter.batch.flush_interval` ('1 second'): invalid duration"]),
         (
             "bad_values.yaml",

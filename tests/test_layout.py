@@ -18,7 +18,7 @@ ALLOWED = {
     "telemetry": {"config", "exporter.reachability"} | LEAVES,
     "traces": {"config", "decode.logs", "mapping", "exporter.queue", "telemetry.metrics"} | LEAVES,
     "pipeline": {"config", "decode", "mapping", "traces", "exporter.queue", "telemetry"} | LEAVES,
-    "receiver": {"config", "pipeline", "http_server", "decode.otlp", "decode.logs"} | LEAVES,
+    "receiver": {"config", "pipeline", "http_server", "decode.otlp", "decode.logs", "exporter.dead_letter"} | LEAVES,
     "http_server": {"listener"} | LEAVES,
     "listener": LEAVES,
 }

@@ -549,3 +549,29 @@ def test_an_unusable_directory_names_the_key(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(ConfigError, match=r"exporter\.queue\.directory"):
         SqliteStore(tmp_path / "file" / "queue")
+
+
+def test_settled_before_waits_for_every_earlier_call_queued_or_in_flight(new_queue) -> None:
+    """What the Kafka receiver commits by with the queue in memory: every call put by a moment is acked."""
+
+    async def scenario() -> None:
+        queue = new_queue(max_bytes=10_000)
+        assert queue.settled_before(time.monotonic())  # nothing queued
+        await queue.put({"e/a": calls("a", 2)})
+        first = time.monotonic()
+        await queue.put({"e/b": calls("b", 1)})
+        second = time.monotonic()
+        assert not queue.settled_before(first)
+        queue.flush()
+        a = await take_now(queue)  # e/a in flight, e/b queued
+        assert a.project == "e/a" and not queue.settled_before(first)
+        queue.nack(a)  # put back: older than anything
+        a = await take_now(queue)
+        queue.ack(a)
+        assert queue.settled_before(first) and not queue.settled_before(second)
+        b = await take_now(queue)
+        assert not queue.settled_before(second)
+        queue.ack(b)
+        assert queue.settled_before(second)
+
+    run(scenario)

@@ -8,6 +8,8 @@ until a batch is full or has lingered `flush_interval`, so no call sits anywhere
     nack(batch)            -> not delivered: back to the front of its project, for a later take
     pause(project, s, why) -> take() skips the project for s seconds: its API key is refused ("blocked"),
                               or the upstream asked it to wait ("throttled", Retry-After)
+    settled_before(t)      -> every call put by time.monotonic() t is acked: what a Kafka consumer with
+                              the queue in memory waits for before it commits (receiver/kafka.py)
 
 One `CallQueue` keeps the order, the sizes and the batching in memory; where the calls themselves live
 is its store's business. `MemoryStore` keeps them in process memory. `SqliteStore` keeps them in SQLite
@@ -347,6 +349,7 @@ class CallQueue:
         self._in_flight_calls = 0
         self._reserved_bytes = 0  # puts being committed
         self._held: set[str] = set()  # projects with a batch waiting to be retried
+        self._in_flight_since: dict[int, float] = {}  # id(batch) -> when its oldest call was put
         self._changed = asyncio.Event()
         self._flushing = False
         # Calls kept from an earlier run are due at once: they have waited long enough.
@@ -506,7 +509,9 @@ class CallQueue:
         except BaseException:
             self._restore(project, entries)
             raise
-        return Batch(project, calls, [ref for _, _, ref in entries])
+        batch = Batch(project, calls, [ref for _, _, ref in entries])
+        self._in_flight_since[id(batch)] = min(enqueued_at for enqueued_at, _, _ in entries)
+        return batch
 
     def _pop(self, project: str, max_calls: int, max_bytes: int) -> list[tuple[float, int, Any]]:
         state = self._projects[project]
@@ -532,20 +537,21 @@ class CallQueue:
         self._in_flight_calls += len(taken)
         return taken
 
-    def _done(self, nbytes: int, count: int) -> None:
-        self._in_flight_bytes -= nbytes
-        self._in_flight_calls -= count
+    def _done(self, batch: Batch) -> None:
+        self._in_flight_bytes -= batch.nbytes
+        self._in_flight_calls -= len(batch.calls)
+        self._in_flight_since.pop(id(batch), None)
 
     def ack(self, batch: Batch) -> None:
         """The batch was delivered or dead-lettered: delete it."""
-        self._done(batch.nbytes, len(batch.calls))
+        self._done(batch)
         self._add_project_bytes({batch.project: batch.nbytes}, -1)
         self.store.remove(batch.refs)
         self._changed.set()
 
     def nack(self, batch: Batch) -> None:
         """Return an undelivered batch to the front of its project, keeping the original order."""
-        self._done(batch.nbytes, len(batch.calls))
+        self._done(batch)
         self._restore(batch.project, [(-math.inf, len(call), ref) for call, ref in zip(batch.calls, batch.refs)])
 
     def _restore(self, project: str, entries: list[tuple[float, int, Any]]) -> None:
@@ -558,6 +564,15 @@ class CallQueue:
         self._queued_bytes += nbytes
         self._queued_calls += len(entries)
         self._changed.set()
+
+    def settled_before(self, moment: float) -> bool:
+        """Whether every call put by `moment` (time.monotonic()) is delivered or dead-lettered. Calls put
+        back (nack) or recovered count as put before any moment: they are older than anything put since."""
+        oldest = min(self._in_flight_since.values(), default=math.inf)
+        for state in self._projects.values():
+            if state.entries:  # oldest first, put-back calls (-inf) before them
+                oldest = min(oldest, state.entries[0][0])
+        return oldest > moment
 
     def idle(self) -> bool:
         """Nothing in flight and nothing that take() could return now (paused projects wait)."""

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from otel_bridge import __version__
 
-__all__ = ["DecodeReport", "ExporterReport", "Metrics", "ReceiverReport", "Tally", "total"]
+__all__ = ["DecodeReport", "ExporterReport", "KafkaReport", "Metrics", "ReceiverReport", "Tally", "total"]
 
 
 @dataclass(slots=True)
@@ -99,6 +99,23 @@ class Metrics:
             "Calls whose usage was left out, already counted on a span of the same trace with the same response id.",
             registry=r,
         )
+        self.kafka_consumer_lag = Gauge(
+            "otelbridge_receiver_kafka_consumer_lag",
+            "Messages in each partition this bridge consumes past the group's committed offset "
+            "(high watermark - committed).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_paused = Gauge(
+            "otelbridge_receiver_kafka_paused", "1 while consumption is paused because the queue is full.", registry=r
+        )
+        self.kafka_dead_lettered_messages = Counter(
+            "otelbridge_receiver_kafka_dead_lettered_messages",
+            "Kafka messages written to the dead-letter file and committed past (reason=undecodable: not an "
+            "ExportTraceServiceRequest in the encoding; too_large: more than the whole queue).",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "otelbridge_receiver_request_duration_seconds", "Time to answer one Export request.", ["transport"], registry=r
         )
@@ -135,6 +152,7 @@ class Metrics:
         self.batches_in_retry.set_function(lambda: self.tally.in_retry)
         self.decode = DecodeReport(self)
         self.exporter = ExporterReport(self)
+        self.kafka = KafkaReport(self)
         self._receivers: dict[str, ReceiverReport] = {}
 
     def receiver(self, transport: str) -> ReceiverReport:
@@ -239,6 +257,31 @@ class ExporterReport:
         self._metrics.send_failed_calls.labels(reason=reason).inc(calls)
         self._metrics.dead_lettered_calls.inc(calls)
         self._tally.dead_lettered += calls
+
+
+class KafkaReport:
+    """What the Kafka receiver did besides feeding the pipeline (which counts spans as transport "kafka")."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def paused(self, paused: bool) -> None:
+        self._metrics.kafka_paused.set(1 if paused else 0)
+
+    def dead_lettered(self, topic: str, reason: str) -> None:
+        self._metrics.kafka_dead_lettered_messages.labels(topic=topic, reason=reason).inc()
+
+    def lag(self, topic: str, partition: int, messages: int) -> None:
+        self._metrics.kafka_consumer_lag.labels(topic=topic, partition=str(partition)).set(messages)
+
+    def partition_gone(self, topic: str, partition: int) -> None:
+        """Revoked or lost: its lag is another member's to report."""
+        try:
+            self._metrics.kafka_consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
 
 
 def total(metric: Counter, **label_values: tuple[str, ...]) -> float:
