@@ -225,6 +225,16 @@ def _answer_and_close(sock: socket.socket, seconds: float = 5) -> bytes:
     return answer
 
 
+def test_connection_bounds_are_derived_from_the_open_file_limit_unless_set():
+    from otel_bridge.config import Receiver
+
+    assert Receiver().max_connections(1024) == {"grpc": 432, "http": 432}  # (1024 - 160) / 2
+    assert Receiver(grpc=None).max_connections(1024) == {"http": 864}
+    assert Receiver().max_connections(1 << 30) == {"grpc": 4096, "http": 4096}
+    assert Receiver().max_connections(100) == {"grpc": 1, "http": 1}
+    assert Receiver(http={"max_connections": 7}).max_connections(1024) == {"grpc": 432, "http": 7}
+
+
 def test_http_connections_past_the_bound_are_answered_503_at_once_and_the_slot_comes_back(upstream, start_bridge, caplog):
     bridge = start_bridge(bridge_settings(upstream, receiver={"http": {"max_connections": 3}}))
     port = bridge.bridge.http.port
