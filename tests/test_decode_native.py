@@ -24,7 +24,8 @@ from otel_bridge.decode.otlp import parse_request
 from otel_bridge.decode.redact import DEFAULT_REDACTION, compile_redaction
 from otel_bridge.decode.sanitize import Sanitizer
 from fuzz_strategies import REQUEST, mutations
-from spans import materialized, request, span
+from spans import attrs, materialized, request, span
+from test_otlp import TREE_CASES
 
 if not decode.NATIVE:
     if os.environ.get("CI"):
@@ -94,6 +95,17 @@ def test_benchmark_spans_decode_the_same():
     data = build_requests(1, 64)[0]
     outcome = assert_same(data)
     assert sum(len(s.spans) for r in outcome[1] for s in r.scope_spans) == 64
+
+
+@pytest.mark.parametrize(("attributes", "expected"), TREE_CASES)
+def test_attribute_trees_are_built_the_same(attributes, expected):
+    """Every case of the reference's attribute_tree (test_otlp), on a span, its events, links, resource, scope."""
+    sp = span(attributes=attributes, events=[("e", attributes)], links=[(b"\x01" * 16, b"\x02" * 8, attributes)])
+    req = request(sp, resource=attributes)
+    req.resource_spans[0].scope_spans[0].scope.attributes.extend(attrs(attributes))
+    outcome = assert_same(req.SerializeToString(), DEFAULT_LIMITS, NO_REDACTION)
+    (resource_spans,) = outcome[1]
+    assert resource_spans.resource["attributes"] == expected
 
 
 def test_limits_and_redaction_reach_every_string_field():

@@ -421,6 +421,72 @@ def test_output_shapes(attributes: dict, expected: Any) -> None:
     assert call_of(span(attributes=attributes))["output"] == expected
 
 
+# OpenLLMetry's OpenAI instrumentation writes each choice flattened, a tool call per index
+# (gen_ai.completion.0.tool_calls.1.id); a span may also carry gen_ai.completion as JSON text, holding part of it.
+_DOTTED_TOOL_CALLS = {
+    "gen_ai.completion.0.finish_reason": "tool_calls",
+    "gen_ai.completion.0.role": "assistant",
+    "gen_ai.completion.0.tool_calls.0.id": "call_0",
+    "gen_ai.completion.0.tool_calls.0.name": "get_weather",
+    "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
+    "gen_ai.completion.0.tool_calls.1.id": "call_1",
+    "gen_ai.completion.0.tool_calls.1.name": "get_forecast",
+    "gen_ai.completion.0.tool_calls.1.arguments": '{"city": "Paris"}',
+}
+_JSON_COMPLETION = json.dumps(
+    [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "get_weather"}}]}]
+)
+
+
+@pytest.mark.parametrize("json_first", [True, False], ids=["json-then-dotted", "dotted-then-json"])
+def test_json_text_and_dotted_sub_keys_merge_losing_no_tool_call(json_first: bool) -> None:
+    json_part = {"gen_ai.completion": _JSON_COMPLETION}
+    attributes = {**json_part, **_DOTTED_TOOL_CALLS} if json_first else {**_DOTTED_TOOL_CALLS, **json_part}
+    call = call_of(span("openai.chat", attributes={"gen_ai.request.model": "gpt-4o", **attributes}))
+    (message,) = call["output"]["gen_ai.completion"]
+    assert message["role"] == "assistant" and message["finish_reason"] == "tool_calls" and message["content"] is None
+    assert message["tool_calls"] == [
+        {"id": "call_0", "type": "function", "function": {"name": "get_weather"}, "name": "get_weather",
+         "arguments": {"city": "Paris"}},
+        {"id": "call_1", "name": "get_forecast", "arguments": {"city": "Paris"}},
+    ]
+    assert call["otel_dump"]["attributes"]["gen_ai"]["completion"] == [message]
+
+
+def test_merging_keeps_a_scalar_beside_a_structure_and_the_later_of_two_scalars() -> None:
+    call = call_of(span(attributes={
+        "output.value": '{"answer": {"text": "sunny"}, "score": 1}',
+        "output.value.answer": "cloudy",  # a scalar where the JSON has an object: both kept
+        "output.value.score": 2,  # two scalars for one place: the later wins, as for a repeated key
+    }))
+    assert call["output"] == {"output.value": {"answer": {CONFLICT_KEY: "cloudy", "text": "sunny"}, "score": 2}}
+
+
+@pytest.mark.parametrize("key", ["gen_ai.prompt", "gen_ai.completion"])
+def test_indexed_messages_sent_as_a_kvlist_are_a_list_like_flattened_ones(key: str) -> None:
+    messages = {"0": {"role": "user", "content": "hi"}, "1": {"role": "assistant", "content": "hello"}}
+    flattened = {f"{key}.{i}.{field}": value for i, message in messages.items() for field, value in message.items()}
+    as_kvlist = call_of(span(attributes={key: messages}))
+    as_flattened = call_of(span(attributes=flattened))
+    field = "inputs" if key == "gen_ai.prompt" else "output"
+    assert as_kvlist[field] == as_flattened[field] == {key: [messages["0"], messages["1"]]}
+    assert as_kvlist["otel_dump"]["attributes"] == as_flattened["otel_dump"]["attributes"]
+
+
+@pytest.mark.parametrize(
+    ("kvlist", "expected"),
+    [
+        pytest.param({"1": "b", "0": "a"}, ["a", "b"], id="any-order"),
+        pytest.param({"0": "a", "2": "c"}, {"0": "a", "2": "c"}, id="gap-stays-dict"),
+        pytest.param({"0": "a", "x": "c"}, {"0": "a", "x": "c"}, id="mixed-keys-stay-dict"),
+        pytest.param({}, {}, id="empty-stays-dict"),
+        pytest.param({"0": {"0": "a"}}, [["a"]], id="nested"),
+    ],
+)
+def test_kvlist_keyed_by_index_follows_the_flattened_rule(kvlist: dict, expected: Any) -> None:
+    assert call_of(span(attributes={"gen_ai.prompt": kvlist}))["otel_dump"]["attributes"]["gen_ai"]["prompt"] == expected
+
+
 # --- attributes -----------------------------------------------------------------------------------------------
 
 ATTRIBUTE_SOURCES = {
@@ -515,6 +581,14 @@ def test_attributes_fall_back_to_whole_tree_when_nothing_recognised() -> None:
     call = call_of(span(attributes={"http.method": "POST", "http.status_code": 200, "db.rows": "[1, 2]"}))
     assert call["attributes"] == {"http": {"method": "POST", "status_code": 200}, "db": {"rows": [1, 2]}}
     assert call["inputs"] == {} and call["output"] == {}
+
+
+def test_indexed_keys_are_lists_in_attributes_as_everywhere_in_the_call() -> None:
+    """Deliberately unlike Weave, which keeps {"0": ..., "1": ...} when it dumps every attribute (see README)."""
+    fallback = call_of(span(attributes={"f.0": "a", "f.1": "b"}))
+    custom = call_of(span(attributes={"gen_ai.agent.name": "planner", "wandb.attributes.f.0": "a", "wandb.attributes.f.1": "b"}))
+    assert fallback["attributes"] == {"f": ["a", "b"]} == fallback["otel_dump"]["attributes"]
+    assert custom["attributes"] == {"agent_name": "planner", "f": ["a", "b"]}
 
 
 @pytest.mark.parametrize(

@@ -205,6 +205,13 @@ def test_drop_takes_everything_under_a_key_from_span_and_event_attributes() -> N
         pytest.param({"a.b.c": 1, "a.b.d": 2}, {"a.b": "x"}, {"x": {"c": 1, "d": 2}, "a": {}}, id="subtree-moves"),
         pytest.param({"a.b": 1, "x.c": 2}, {"a": "x"}, {"x": {"b": 1, "c": 2}}, id="merged-into-existing"),
         pytest.param({"a": 1}, {"missing": "x"}, {"a": 1}, id="absent-key-nothing-happens"),
+        pytest.param(  # as the values of one key merge: depth first, lists by index, nothing lost
+            {"app.out.0.calls.1.id": "c1", "out": '[{"calls": [{"id": "c0"}], "role": "assistant"}]'},
+            {"app.out": "out"},
+            {"app": {}, "out": [{"calls": [{"id": "c0"}, {"id": "c1"}], "role": "assistant"}]},
+            id="merged-deep-with-lists",
+        ),
+        pytest.param({"a": 1, "x.y": 2}, {"a": "x"}, {"x": {"_value": 1, "y": 2}}, id="scalar-beside-subtree-kept"),
     ],
 )
 def test_rename(attributes: dict, rename: dict, expected: dict) -> None:

@@ -68,6 +68,20 @@ INT64_MIN = -(2**63)
             {"a": 1, "b.c": base64.b64encode(b"x").decode(), "d": {}},  # kvlist keys are not unflattened
             id="kvlist",
         ),
+        pytest.param(  # keyed exactly 0..n-1, in any order: a list, as the same keys sent flattened make one
+            AnyValue(kvlist_value=KeyValueList(values=[
+                KeyValue(key="1", value=AnyValue(string_value="b")), KeyValue(key="0", value=AnyValue(string_value="a"))
+            ])),
+            ["a", "b"],
+            id="kvlist-indexed-to-list",
+        ),
+        pytest.param(
+            AnyValue(kvlist_value=KeyValueList(values=[
+                KeyValue(key="0", value=AnyValue(string_value="a")), KeyValue(key="2", value=AnyValue(string_value="c"))
+            ])),
+            {"0": "a", "2": "c"},
+            id="kvlist-gap-stays-dict",
+        ),
         pytest.param(AnyValue(), None, id="empty-anyvalue"),
     ],
 )
@@ -85,67 +99,90 @@ def test_any_value_int64_is_exact_and_survives_json(number: int) -> None:
 # --- attribute_tree -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("attributes", "expected"),
-    [
-        pytest.param({}, {}, id="empty"),
-        pytest.param({"a": 1}, {"a": 1}, id="flat"),
-        pytest.param({"a.b.c": 1, "a.b.d": "x", "a.e": True}, {"a": {"b": {"c": 1, "d": "x"}, "e": True}}, id="dotted"),
-        pytest.param({"llm.token_count.prompt": 3}, {"llm": {"token_count": {"prompt": 3}}}, id="dotted-3"),
-        # JSON text: parsed only when it starts with {, [ or " and is valid
-        pytest.param({"a": '{"k": [1, 2]}'}, {"a": {"k": [1, 2]}}, id="json-object"),
-        pytest.param({"a": "[1, {\"b\": null}]"}, {"a": [1, {"b": None}]}, id="json-array"),
-        pytest.param({"a.b": '{"c": 1}'}, {"a": {"b": {"c": 1}}}, id="json-under-dotted-key"),
-        pytest.param({"a": "{not json"}, {"a": "{not json"}, id="invalid-json-object-kept"),
-        pytest.param({"a": "[1, 2"}, {"a": "[1, 2"}, id="invalid-json-array-kept"),
-        pytest.param({"a": "123"}, {"a": "123"}, id="number-string-not-parsed"),
-        pytest.param({"a": "true"}, {"a": "true"}, id="bool-string-not-parsed"),
-        # MLflow writes every value as JSON text: its strings arrive quoted
-        pytest.param({"a": '"CHAT_MODEL"'}, {"a": "CHAT_MODEL"}, id="json-string-decoded"),
-        pytest.param({"a": '"a" and "b"'}, {"a": '"a" and "b"'}, id="invalid-json-string-kept"),
-        pytest.param({"a": '"open'}, {"a": '"open'}, id="unterminated-json-string-kept"),
-        pytest.param({"a": '"'}, {"a": '"'}, id="lone-quote-kept"),
-        pytest.param({"a": ' {"b": 1}'}, {"a": ' {"b": 1}'}, id="leading-space-not-parsed"),
-        pytest.param({"a": ["[1]"]}, {"a": ["[1]"]}, id="strings-inside-arrays-not-parsed"),
-        # numeric keys -> lists only when exactly 0..n-1
-        pytest.param(
-            {"p.0.role": "user", "p.0.content": "hi", "p.1.role": "assistant"},
-            {"p": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
-            id="indexed-to-list",
-        ),
-        pytest.param({"p.1": "b", "p.0": "a", "p.2": "c"}, {"p": ["a", "b", "c"]}, id="indexed-any-arrival-order"),
-        pytest.param({"p.0": "a", "p.2": "c"}, {"p": {"0": "a", "2": "c"}}, id="gap-stays-dict"),
-        pytest.param({"p.1": "b", "p.2": "c"}, {"p": {"1": "b", "2": "c"}}, id="not-from-zero-stays-dict"),
-        pytest.param({"p.0": "a", "p.x": "c"}, {"p": {"0": "a", "x": "c"}}, id="mixed-keys-stay-dict"),
-        pytest.param({"p.00": "a", "p.1": "b"}, {"p": {"00": "a", "1": "b"}}, id="leading-zero-stays-dict"),
-        pytest.param({"p.0": "a", "p.²": "b"}, {"p": {"0": "a", "²": "b"}}, id="unicode-digit-stays-dict"),
-        pytest.param(
-            {"a.0.b.0": "x", "a.0.b.1": "y", "a.1.b.0": "z"},
-            {"a": [{"b": ["x", "y"]}, {"b": ["z"]}]},
-            id="nested-lists",
-        ),
-        pytest.param({"0": "a", "1": "b"}, {"0": "a", "1": "b"}, id="top-level-stays-dict"),
-        # a scalar `x` beside `x.y`: both kept, the scalar under "_value", in either arrival order
-        pytest.param({"x": 1, "x.y": 2}, {"x": {CONFLICT_KEY: 1, "y": 2}}, id="scalar-then-subkey"),
-        pytest.param({"x.y": 2, "x": 1}, {"x": {CONFLICT_KEY: 1, "y": 2}}, id="subkey-then-scalar"),
-        pytest.param({"x": "s", "x.y.z": 2}, {"x": {CONFLICT_KEY: "s", "y": {"z": 2}}}, id="scalar-then-deep-subkey"),
-        pytest.param({"x.y.z": 2, "x.y": "s"}, {"x": {"y": {CONFLICT_KEY: "s", "z": 2}}}, id="deep-subkey-then-scalar"),
-        pytest.param({"x": '{"a": 1}', "x.b": 2}, {"x": {"a": 1, "b": 2}}, id="json-object-then-subkey-merged"),
-        pytest.param({"x.b": 2, "x": '{"a": 1}'}, {"x": {"a": 1, "b": 2}}, id="subkey-then-json-object-merged"),
-        # a JSON array beside indexed sub-keys: merged by index
-        pytest.param(
-            {"m": '[{"role": "user"}, {"role": "assistant"}]', "m.0.content": "hi"},
-            {"m": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
-            id="json-array-then-indexed-subkeys",
-        ),
-        pytest.param(
-            {"m.0.content": "hi", "m": '[{"role": "user"}, {"role": "assistant"}]'},
-            {"m": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
-            id="indexed-subkeys-then-json-array",
-        ),
-        pytest.param({"a": 1, "a.": 2}, {"a": {CONFLICT_KEY: 1, "": 2}}, id="trailing-dot"),
-    ],
-)
+TREE_CASES = [
+    pytest.param({}, {}, id="empty"),
+    pytest.param({"a": 1}, {"a": 1}, id="flat"),
+    pytest.param({"a.b.c": 1, "a.b.d": "x", "a.e": True}, {"a": {"b": {"c": 1, "d": "x"}, "e": True}}, id="dotted"),
+    pytest.param({"llm.token_count.prompt": 3}, {"llm": {"token_count": {"prompt": 3}}}, id="dotted-3"),
+    # JSON text: parsed only when it starts with {, [ or " and is valid
+    pytest.param({"a": '{"k": [1, 2]}'}, {"a": {"k": [1, 2]}}, id="json-object"),
+    pytest.param({"a": "[1, {\"b\": null}]"}, {"a": [1, {"b": None}]}, id="json-array"),
+    pytest.param({"a.b": '{"c": 1}'}, {"a": {"b": {"c": 1}}}, id="json-under-dotted-key"),
+    pytest.param({"a": "{not json"}, {"a": "{not json"}, id="invalid-json-object-kept"),
+    pytest.param({"a": "[1, 2"}, {"a": "[1, 2"}, id="invalid-json-array-kept"),
+    pytest.param({"a": "123"}, {"a": "123"}, id="number-string-not-parsed"),
+    pytest.param({"a": "true"}, {"a": "true"}, id="bool-string-not-parsed"),
+    # MLflow writes every value as JSON text: its strings arrive quoted
+    pytest.param({"a": '"CHAT_MODEL"'}, {"a": "CHAT_MODEL"}, id="json-string-decoded"),
+    pytest.param({"a": '"a" and "b"'}, {"a": '"a" and "b"'}, id="invalid-json-string-kept"),
+    pytest.param({"a": '"open'}, {"a": '"open'}, id="unterminated-json-string-kept"),
+    pytest.param({"a": '"'}, {"a": '"'}, id="lone-quote-kept"),
+    pytest.param({"a": ' {"b": 1}'}, {"a": ' {"b": 1}'}, id="leading-space-not-parsed"),
+    pytest.param({"a": ["[1]"]}, {"a": ["[1]"]}, id="strings-inside-arrays-not-parsed"),
+    # numeric keys -> lists only when exactly 0..n-1
+    pytest.param(
+        {"p.0.role": "user", "p.0.content": "hi", "p.1.role": "assistant"},
+        {"p": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
+        id="indexed-to-list",
+    ),
+    pytest.param({"p.1": "b", "p.0": "a", "p.2": "c"}, {"p": ["a", "b", "c"]}, id="indexed-any-arrival-order"),
+    pytest.param({"p.0": "a", "p.2": "c"}, {"p": {"0": "a", "2": "c"}}, id="gap-stays-dict"),
+    pytest.param({"p.1": "b", "p.2": "c"}, {"p": {"1": "b", "2": "c"}}, id="not-from-zero-stays-dict"),
+    pytest.param({"p.0": "a", "p.x": "c"}, {"p": {"0": "a", "x": "c"}}, id="mixed-keys-stay-dict"),
+    pytest.param({"p.00": "a", "p.1": "b"}, {"p": {"00": "a", "1": "b"}}, id="leading-zero-stays-dict"),
+    pytest.param({"p.0": "a", "p.²": "b"}, {"p": {"0": "a", "²": "b"}}, id="unicode-digit-stays-dict"),
+    pytest.param(
+        {"a.0.b.0": "x", "a.0.b.1": "y", "a.1.b.0": "z"},
+        {"a": [{"b": ["x", "y"]}, {"b": ["z"]}]},
+        id="nested-lists",
+    ),
+    pytest.param({"0": "a", "1": "b"}, {"0": "a", "1": "b"}, id="top-level-stays-dict"),
+    # a scalar `x` beside `x.y`: both kept, the scalar under "_value", in either arrival order
+    pytest.param({"x": 1, "x.y": 2}, {"x": {CONFLICT_KEY: 1, "y": 2}}, id="scalar-then-subkey"),
+    pytest.param({"x.y": 2, "x": 1}, {"x": {CONFLICT_KEY: 1, "y": 2}}, id="subkey-then-scalar"),
+    pytest.param({"x": "s", "x.y.z": 2}, {"x": {CONFLICT_KEY: "s", "y": {"z": 2}}}, id="scalar-then-deep-subkey"),
+    pytest.param({"x.y.z": 2, "x.y": "s"}, {"x": {"y": {CONFLICT_KEY: "s", "z": 2}}}, id="deep-subkey-then-scalar"),
+    pytest.param({"x": '{"a": 1}', "x.b": 2}, {"x": {"a": 1, "b": 2}}, id="json-object-then-subkey-merged"),
+    pytest.param({"x.b": 2, "x": '{"a": 1}'}, {"x": {"a": 1, "b": 2}}, id="subkey-then-json-object-merged"),
+    # a JSON array beside indexed sub-keys: merged by index
+    pytest.param(
+        {"m": '[{"role": "user"}, {"role": "assistant"}]', "m.0.content": "hi"},
+        {"m": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
+        id="json-array-then-indexed-subkeys",
+    ),
+    pytest.param(
+        {"m.0.content": "hi", "m": '[{"role": "user"}, {"role": "assistant"}]'},
+        {"m": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
+        id="indexed-subkeys-then-json-array",
+    ),
+    pytest.param({"a": 1, "a.": 2}, {"a": {CONFLICT_KEY: 1, "": 2}}, id="trailing-dot"),
+    # values that meet at one key merge depth first, as Weave merges them (JSON text and dotted sub-keys fill
+    # each other in, lists by index), losing nothing: a scalar beside a structure stays under "_value"
+    pytest.param(
+        {"m.0.calls.0.id": "c0", "m.0.calls.1.id": "c1", "m": '[{"role": "a", "calls": [{"id": "c0", "n": 1}]}]'},
+        {"m": [{"role": "a", "calls": [{"id": "c0", "n": 1}, {"id": "c1"}]}]},
+        id="indexed-subkeys-then-json-deep-merge",
+    ),
+    pytest.param(
+        {"m": '[{"role": "a", "calls": [{"id": "c0", "n": 1}]}]', "m.0.calls.0.id": "c0", "m.0.calls.1.id": "c1"},
+        {"m": [{"role": "a", "calls": [{"id": "c0", "n": 1}, {"id": "c1"}]}]},
+        id="json-then-indexed-subkeys-deep-merge",
+    ),
+    pytest.param(
+        {"x.a.b": 1, "x": '{"a": {"c": 2}, "d": 3}'}, {"x": {"a": {"b": 1, "c": 2}, "d": 3}}, id="dicts-merge-deep"
+    ),
+    pytest.param({"x": '{"a": {"b": 1}}', "x.a": "s"}, {"x": {"a": {"b": 1, CONFLICT_KEY: "s"}}}, id="scalar-into-json-object"),
+    pytest.param({"x.a": "s", "x": '{"a": [1]}'}, {"x": {"a": {CONFLICT_KEY: "s", "0": 1}}}, id="scalar-then-json-array"),
+    pytest.param({"x.a": '{"b": 1}', "x": '{"a": {"b": 2}}'}, {"x": {"a": {"b": 2}}}, id="later-of-two-scalars"),
+    pytest.param({"x": "[1, 2]", "x.k": 3}, {"x": {"0": 1, "1": 2, "k": 3}}, id="json-array-beside-named-subkey"),
+    pytest.param({"x": '{"a": [{"b": 1}]}', "x.a.0.c": 2}, {"x": {"a": [{"b": 1, "c": 2}]}}, id="subkeys-into-json-object-array"),
+    pytest.param({"x": '{"0": "a"}'}, {"x": {"0": "a"}}, id="json-object-keeps-its-shape"),
+    pytest.param({"p": {"1": "b", "0": "a"}, "p.2": "c"}, {"p": ["a", "b", "c"]}, id="kvlist-list-then-indexed-subkey"),
+    pytest.param({"p.1": "b", "p": {"0": "a"}}, {"p": ["a", "b"]}, id="indexed-subkey-then-kvlist-list"),
+]
+
+
+@pytest.mark.parametrize(("attributes", "expected"), TREE_CASES)
 def test_attribute_tree(attributes: dict, expected: dict) -> None:
     assert attribute_tree(attrs(attributes), plain_sanitizer()) == expected
 

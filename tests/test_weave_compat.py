@@ -177,6 +177,10 @@ def _indexed_lists(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bo
     return path[0] == "otel_dump" and any(part.isdigit() for part in path) and _get(b, path, into_lists=True) == weave
 
 
+def _indexed_attributes(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bool:
+    return path[0] == "attributes" and any(part.isdigit() for part in path) and _get(b, path, into_lists=True) == weave
+
+
 def _empty_objects(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bool:
     return weave == [] and bridge == {}
 
@@ -218,8 +222,12 @@ DIFFERENCES = [
                "Weave's statistics add the two", _one_spelling),
     Difference("JSON strings decoded", "a value that is a JSON string (MLflow writes every value as JSON) is decoded, "
                "as Weave already decodes JSON objects and arrays", _json_strings),
-    Difference("indexed keys in otel_dump", "keys sent flattened with indexes (gen_ai.prompt.0.role) are lists in "
-               "otel_dump too; Weave makes them lists only in inputs/output", _indexed_lists),
+    Difference("indexed keys in otel_dump", "keys sent flattened with indexes (gen_ai.prompt.0.role), and kvlists "
+               "keyed 0, 1, ..., are lists in otel_dump too; Weave makes them lists only in inputs/output", _indexed_lists),
+    Difference("indexed keys in attributes", "the list, not Weave's {\"0\": ..., \"1\": ...}: keys sent with indexes "
+               "(f.0, f.1) are a list in attributes as everywhere else in the call (inputs, output, otel_dump) and as "
+               "Weave itself makes them under wandb.attributes; Weave keeps the dict only when it recognises nothing "
+               "and puts every attribute in attributes", _indexed_attributes),
     Difference("empty JSON objects", "JSON content stays as sent; Weave turns empty objects in the content it finds "
                "into [] (its otel_dump shows the change too)", _empty_objects),
     Difference("wb_run_id", "a bare run id becomes entity/project/run_id, the external form calls/complete takes; "

@@ -371,6 +371,38 @@ static int drops_key(Ctx *c, PyObject *key, int use_cache) {
     return yes;
 }
 
+/* otlp._indexed_list: a dict keyed exactly "0".."n-1" (n > 0) as the list it stands for: 1 and *out set when it
+ * is one, 0 when not, -1 on error. Its keys are checked for digits first, which allocates nothing: most dicts
+ * have other keys. */
+static int digit_keys(PyObject *dict) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    if (PyDict_GET_SIZE(dict) == 0) return 0;
+    while (PyDict_Next(dict, &pos, &k, &v))
+        if (!PyUnicode_Check(k) || !is_digits(k)) return 0;
+    return 1;
+}
+
+static int index_list(PyObject *dict, PyObject **out) {
+    Py_ssize_t n = PyDict_GET_SIZE(dict);
+    *out = NULL;
+    if (!digit_keys(dict)) return 0;
+    PyObject *list = PyList_New(n);
+    if (!list) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *index = PyUnicode_FromFormat("%zd", i);
+        PyObject *item = index ? PyDict_GetItemWithError(dict, index) : NULL;
+        Py_XDECREF(index);
+        if (!item) {
+            Py_DECREF(list);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        PyList_SET_ITEM(list, i, Py_NewRef(item));
+    }
+    *out = list;
+    return 1;
+}
+
 static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path);
 
 /* KeyValue -> its key (new reference, or NULL with *value_at empty when absent) and where its value is. */
@@ -508,7 +540,11 @@ static PyObject *any_value(Ctx *c, Reader *r, Py_ssize_t levels, PyObject *path)
             Py_DECREF(v);
             Py_DECREF(key);
         }
-        return dict;
+        PyObject *list;
+        int indexed = index_list(dict, &list);
+        if (indexed == 0) return dict;
+        Py_DECREF(dict);
+        return indexed > 0 ? list : NULL;
     kv_fail:
         Py_DECREF(dict);
         return NULL;
@@ -567,73 +603,77 @@ static int is_built(Tree *t, PyObject *dict) {
     return rc;
 }
 
-static int all_digit_keys(PyObject *dict) {
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(dict, &pos, &k, &v))
-        if (!PyUnicode_Check(k) || !is_digits(k)) return 0;
-    return 1;
-}
-
-/* otlp._put: `value` arrives for a key that already holds something. */
-static int put(PyObject *node, PyObject *key, PyObject *value) {
-    PyObject *existing = PyDict_GetItemWithError(node, key);
-    if (!existing) {
-        if (PyErr_Occurred()) return -1;
-        return PyDict_SetItem(node, key, value);
-    }
-    if (existing == Py_None) return PyDict_SetItem(node, key, value);
-    if (PyDict_Check(existing)) {
-        if (PyDict_Check(value)) return PyDict_Update(existing, value);
-        if (PyList_Check(value) && PyDict_GET_SIZE(existing) && all_digit_keys(existing)) {
-            /* A JSON array after indexed sub-keys: merge by index. */
-            Py_INCREF(existing);
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
-                PyObject *index = PyUnicode_FromFormat("%zd", i);
-                if (!index || put(existing, index, PyList_GET_ITEM(value, i)) < 0) {
-                    Py_XDECREF(index);
-                    Py_DECREF(existing);
-                    return -1;
-                }
-                Py_DECREF(index);
-            }
-            Py_DECREF(existing);
-            return 0;
-        }
-        return PyDict_SetItem(existing, s_conflict, value);
-    }
-    if (PyDict_Check(value)) {
-        PyObject *merged = PyDict_New();
-        if (!merged || PyDict_SetItem(merged, s_conflict, existing) < 0 || PyDict_Update(merged, value) < 0) {
-            Py_XDECREF(merged);
-            return -1;
-        }
-        int rc = PyDict_SetItem(node, key, merged);
-        Py_DECREF(merged);
-        return rc;
-    }
-    return PyDict_SetItem(node, key, value); /* a repeated key: the last one wins */
-}
-
-/* otlp._as_node: a value that dotted sub-keys must go under (new reference). */
-static PyObject *as_node(PyObject *value) {
+/* otlp._index_node: a list as the dict of its indexes, marked built (new reference). */
+static PyObject *index_node(Tree *t, PyObject *list) {
     PyObject *node = PyDict_New();
     if (!node) return NULL;
-    if (PyList_CheckExact(value)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
-            PyObject *index = PyUnicode_FromFormat("%zd", i);
-            if (!index || PyDict_SetItem(node, index, PyList_GET_ITEM(value, i)) < 0) {
-                Py_XDECREF(index);
-                Py_DECREF(node);
-                return NULL;
-            }
-            Py_DECREF(index);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *index = PyUnicode_FromFormat("%zd", i);
+        if (!index || PyDict_SetItem(node, index, PyList_GET_ITEM(list, i)) < 0) {
+            Py_XDECREF(index);
+            Py_DECREF(node);
+            return NULL;
         }
-    } else if (PyDict_SetItem(node, s_conflict, value) < 0) {
+        Py_DECREF(index);
+    }
+    if (mark_built(t, node) < 0) {
         Py_DECREF(node);
         return NULL;
     }
     return node;
+}
+
+static PyObject *merged(Tree *t, PyObject *existing, PyObject *value);
+
+/* One item of otlp._merged's loop: `item` into node[key], merged with what is there. */
+static int merge_item(Tree *t, PyObject *node, PyObject *key, PyObject *item) {
+    PyObject *current = PyDict_GetItemWithError(node, key);
+    if (!current && PyErr_Occurred()) return -1;
+    if (!current || current == Py_None) return PyDict_SetItem(node, key, item);
+    Py_INCREF(current);
+    PyObject *both = merged(t, current, item);
+    Py_DECREF(current);
+    if (!both) return -1;
+    int rc = PyDict_SetItem(node, key, both);
+    Py_DECREF(both);
+    return rc;
+}
+
+/* otlp._merged: two values for one place -> one, losing nothing (new reference). */
+static PyObject *merged(Tree *t, PyObject *existing, PyObject *value) {
+    int existing_list = PyList_CheckExact(existing), existing_dict = PyDict_CheckExact(existing);
+    int value_list = PyList_CheckExact(value), value_dict = PyDict_CheckExact(value);
+    if (!existing_list && !existing_dict && !value_list && !value_dict) return Py_NewRef(value);
+    PyObject *node;
+    if (existing_list) {
+        node = index_node(t, existing);
+    } else if (existing_dict) {
+        node = Py_NewRef(existing);
+    } else if ((node = PyDict_New()) && PyDict_SetItem(node, s_conflict, existing) < 0) {
+        Py_CLEAR(node);
+    }
+    if (!node) return NULL;
+    if (value_list) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            PyObject *index = PyUnicode_FromFormat("%zd", i);
+            if (!index || merge_item(t, node, index, PyList_GET_ITEM(value, i)) < 0) {
+                Py_XDECREF(index);
+                goto fail;
+            }
+            Py_DECREF(index);
+        }
+    } else if (value_dict) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(value, &pos, &k, &v))
+            if (merge_item(t, node, k, v) < 0) goto fail;
+    } else if (merge_item(t, node, s_conflict, value) < 0) {
+        goto fail;
+    }
+    return node;
+fail:
+    Py_DECREF(node);
+    return NULL;
 }
 
 /* A top-level string value that may be JSON text: decoded as attribute_tree does (new reference). */
@@ -724,21 +764,31 @@ static int tree_add(Ctx *c, Tree *t, Reader *kv) {
                     goto done_shape;
                 }
                 Py_DECREF(child); /* node holds it */
-            } else if (!PyDict_CheckExact(child)) {
-                child = as_node(child);
+            } else if (!PyDict_CheckExact(child)) { /* a value that sub-keys go under: a JSON array, a scalar */
+                PyObject *empty = PyDict_New();
+                child = empty ? merged(t, child, empty) : NULL;
+                Py_XDECREF(empty);
                 if (!child) goto done_shape;
-                if (PyDict_SetItem(node, part, child) < 0 || mark_built(t, child) < 0) {
-                    Py_DECREF(child);
-                    goto done_shape;
-                }
-                Py_DECREF(child);
+                t->indexed = 1;
+                int rc_set = PyDict_SetItem(node, part, child);
+                Py_DECREF(child); /* node holds it */
+                if (rc_set < 0) goto done_shape;
             }
             node = child;
         }
     }
     PyObject *current = PyDict_GetItemWithError(node, last);
     if (!current && PyErr_Occurred()) goto done_shape;
-    rc = (!current || current == Py_None) ? PyDict_SetItem(node, last, value) : put(node, last, value);
+    if (!current || current == Py_None) {
+        rc = PyDict_SetItem(node, last, value);
+    } else {
+        Py_INCREF(current);
+        PyObject *both = merged(t, current, value);
+        Py_DECREF(current);
+        t->indexed = 1;
+        rc = both ? PyDict_SetItem(node, last, both) : -1;
+        Py_XDECREF(both);
+    }
 done_shape:
     Py_DECREF(shape);
 done:
@@ -747,46 +797,26 @@ done:
     return rc;
 }
 
-/* otlp._listify_children: built dicts keyed exactly "0".."n-1" -> lists, depth first. */
+/* otlp._listify_children: built dicts keyed exactly "0".."n-1" -> lists, depth first, below dicts. */
 static int listify(Tree *t, PyObject *node) {
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(node, &pos, &key, &value)) {
         if (!PyDict_CheckExact(value)) continue;
-        int built = is_built(t, value);
-        if (built < 0) return -1;
-        if (!built) continue;
         Py_INCREF(value);
-        if (listify(t, value) < 0) {
-            Py_DECREF(value);
-            return -1;
-        }
-        Py_ssize_t n = PyDict_GET_SIZE(value);
-        PyObject *list = PyList_New(n);
-        int complete = list != NULL;
-        for (Py_ssize_t i = 0; complete && i < n; i++) {
-            PyObject *index = PyUnicode_FromFormat("%zd", i);
-            PyObject *item = index ? PyDict_GetItemWithError(value, index) : NULL;
-            Py_XDECREF(index);
-            if (!item) {
-                complete = 0;
-                if (PyErr_Occurred()) {
-                    Py_XDECREF(list);
-                    Py_DECREF(value);
-                    return -1;
-                }
-                break;
-            }
-            PyList_SET_ITEM(list, i, Py_NewRef(item));
+        PyObject *list = NULL;
+        int rc = listify(t, value);
+        if (rc == 0 && digit_keys(value)) { /* checked first: it allocates nothing, is_built does */
+            rc = is_built(t, value);
+            if (rc > 0) rc = index_list(value, &list);
         }
         Py_DECREF(value);
-        if (complete) {
+        if (rc < 0) return -1;
+        if (list) {
             /* Replacing the value of an existing key does not resize the dict being walked. */
-            int rc = PyDict_SetItem(node, key, list);
+            rc = PyDict_SetItem(node, key, list);
             Py_DECREF(list);
             if (rc < 0) return -1;
-        } else {
-            Py_XDECREF(list);
         }
     }
     return 0;

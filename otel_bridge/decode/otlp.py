@@ -27,6 +27,7 @@ __all__ = [
     "iso_time",
     "key_path",
     "key_shape",
+    "merge_at",
     "parse_json_request",
     "parse_otlp_json",
     "parse_request",
@@ -43,7 +44,8 @@ def any_value(value: Any, sanitizer: Sanitizer, levels: int, path: str) -> Any:
     """An OTLP AnyValue -> a JSON-ready Python value (bytes as base64, NaN/Inf as strings like Weave).
 
     Strings and bytes pass through the sanitizer (redaction, length limit); maps and arrays get `levels`
-    more levels; `path` is the dotted key path, matched against the redaction keys inside maps.
+    more levels; `path` is the dotted key path, matched against the redaction keys inside maps. A map keyed
+    exactly "0".."n-1" is the list it stands for, as the same keys sent flattened make one (attribute_tree).
     """
     return _value_of(value, value.WhichOneof("value"), sanitizer, levels, path)
 
@@ -74,7 +76,7 @@ def _value_of(value: Any, kind: str | None, sanitizer: Sanitizer, levels: int, p
             key_path = f"{path}.{key}"
             if not checks_keys or not sanitizer.drops(key_path):
                 result[key] = any_value(kv.value, sanitizer, levels - 1, key_path)
-        return result
+        return _indexed_list(result) or result
     if kind == "bytes_value":
         return sanitizer.blob(value.bytes_value)
     return None
@@ -98,32 +100,38 @@ def _decoded(text: str) -> Any:
         return text
 
 
-def _put(node: dict[str, Any], key: str, value: Any) -> None:
-    existing = node.get(key)
-    if existing is None:
-        node[key] = value
-    elif isinstance(existing, dict):
-        if isinstance(value, dict):
-            existing.update(value)
-        elif isinstance(value, list) and existing and all(k.isdigit() for k in existing):
-            # A JSON array after indexed sub-keys (`x.0.y`, then `x` = "[...]"): merge by index, as when
-            # the array comes first (see _as_node).
-            for i, item in enumerate(value):
-                _put(existing, str(i), item)
-        else:
-            existing[CONFLICT_KEY] = value
-    elif isinstance(value, dict):
-        node[key] = {CONFLICT_KEY: existing, **value}
-    else:
-        node[key] = value  # a repeated key: the last one wins, as in the OpenTelemetry SDKs
+def _indexed_list(node: dict[str, Any]) -> list[Any] | None:
+    """A dict keyed exactly "0".."n-1" (n > 0, in any order) as the list it stands for; else None."""
+    n = len(node)
+    if n and all(str(i) in node for i in range(n)):
+        return [node[str(i)] for i in range(n)]
+    return None
 
 
-def _as_node(value: Any) -> dict[str, Any]:
-    """A value that dotted sub-keys must go under, as a dict of its own."""
-    if type(value) is list:
-        # A JSON-array value beside indexed sub-keys (`x` = "[...]" and `x.0.y`): merge by index.
-        return {str(i): item for i, item in enumerate(value)}
-    return {CONFLICT_KEY: value}
+def _index_node(items: list[Any], built: set[int]) -> dict[str, Any]:
+    node = {str(i): item for i, item in enumerate(items)}
+    built.add(id(node))
+    return node
+
+
+def _merged(existing: Any, value: Any, built: set[int]) -> Any:
+    """Two values for one place (`x` sent as JSON and as `x.0.y`, a repeated key) -> one, merged as Weave merges
+    them and losing nothing: dicts merge key by key, depth first, a list as the dict of its indexes (so a JSON
+    array and indexed sub-keys fill each other in); a scalar beside a dict or list is kept under CONFLICT_KEY;
+    of two scalars the later wins, as in the OpenTelemetry SDKs. Dicts made of lists join `built`."""
+    existing_type, value_type = type(existing), type(value)
+    if existing_type is not dict and existing_type is not list and value_type is not dict and value_type is not list:
+        return value
+    if existing_type is list:
+        existing = _index_node(existing, built)
+    elif existing_type is not dict:
+        existing = {CONFLICT_KEY: existing}
+    items = enumerate(value) if value_type is list else value.items() if value_type is dict else ((CONFLICT_KEY, value),)
+    for key, item in items:
+        key = str(key)
+        current = existing.get(key)
+        existing[key] = item if current is None else _merged(current, item, built)
+    return existing
 
 
 # Attribute key -> (parent parts, last part, whether a part is an index). The same few dozen keys come in
@@ -154,10 +162,12 @@ def key_path(key: str) -> tuple[str, ...]:
 
 def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | None = None) -> dict[str, Any]:
     """Repeated KeyValue -> a nested dict, split on `.`; JSON strings decoded; dicts built from indexed
-    keys (`gen_ai.prompt.0.role`) turned into lists. JSON content stays as it was sent.
+    keys (`gen_ai.prompt.0.role`) turned into lists, as kvlists keyed so are (any_value). JSON content keeps
+    its shape where no sub-key goes into it.
 
-    Nothing is dropped but what the sanitizer says (see sanitize.py): a scalar `x` beside `x.y` is kept as
-    `{"_value": x, "y": ...}`; keys the redaction rules name are left out; past mapping.limits.max_depth a
+    Nothing is dropped but what the sanitizer says (see sanitize.py): values that meet at one key merge
+    (_merged: `x` as JSON and `x.0.y` fill each other in; a scalar `x` beside `x.y` is kept as
+    `{"_value": x, "y": ...}`); keys the redaction rules name are left out; past mapping.limits.max_depth a
     dotted key is kept whole, JSON text stays text and deeper maps and arrays become a marker. With `keys`,
     the key of each attribute kept is appended to it.
     """
@@ -199,26 +209,45 @@ def attribute_tree(attributes: Any, sanitizer: Sanitizer, *, keys: list[str] | N
                 if child is None:
                     child = node[part] = {}
                     built.add(id(child))
-                elif type(child) is not dict:
-                    child = node[part] = _as_node(child)
-                    built.add(id(child))
+                elif type(child) is not dict:  # a value that sub-keys go under: a JSON array, a scalar
+                    child = node[part] = _merged(child, {}, built)
+                    indexed = True
                 node = child
-        if node.get(last) is None:
+        current = node.get(last)
+        if current is None:
             node[last] = value
         else:
-            _put(node, last, value)
+            node[last] = _merged(current, value, built)
+            indexed = True
     if indexed:
         _listify_children(tree, built)
     return tree
 
 
 def _listify_children(node: dict[str, Any], built: set[int]) -> None:
-    """Built dicts keyed exactly "0".."n-1" -> lists, depth first."""
+    """Built dicts keyed exactly "0".."n-1" -> lists, depth first, wherever they are below dicts (sub-keys merged
+    into a JSON object's arrays make them there). Dicts only: a list holds no built dict, as sub-keys and merges
+    turn every list they go into into a dict."""
     for key, value in node.items():
-        if type(value) is dict and id(value) in built:
+        if type(value) is dict:
             _listify_children(value, built)
-            if all(str(i) in value for i in range(len(value))):
-                node[key] = [value[str(i)] for i in range(len(value))]
+            if id(value) in built:
+                items = _indexed_list(value)
+                if items is not None:
+                    node[key] = items
+
+
+def merge_at(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """`value` into a built tree at `path`, as attribute_tree puts the value of the key ".".join(path): merged
+    with what is there (the mapping's `rename` moves values with it)."""
+    built: set[int] = set()
+    for part in reversed(path[1:]):
+        value = {part: value}
+        built.add(id(value))
+    current = tree.get(path[0])
+    holder = {path[0]: value if current is None else _merged(current, value, built)}
+    _listify_children(holder, built)
+    tree[path[0]] = holder[path[0]]
 
 
 _SHORT_HEX_BYTES = 32
