@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import time
 from collections.abc import Callable
 
 from otel_bridge import decode
-from otel_bridge.config import UPSTREAM_MAX_BODY_BYTES, Settings, mask_url
+from otel_bridge.config import RESERVED_FILES, TELEMETRY_MAX_CONNECTIONS, UPSTREAM_MAX_BODY_BYTES, Settings, mask_url
 from otel_bridge.notation import format_duration
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.dispatcher import Dispatcher
@@ -127,13 +128,28 @@ class Bridge:
         receiver = settings.receiver
         grace = min(settings.shutdown_timeout, 5.0)  # for requests in flight; the queue drains afterwards
         shared = receiver.workers > 1  # every worker binds the same ports (supervisor.py)
+        self.open_files = _open_file_limit()
+        self.max_connections = receiver.max_connections(self.open_files)
         self.grpc = (
-            GrpcTraceReceiver(receiver.grpc, self.pipeline, shutdown_timeout=grace, reuse_port=shared)
+            GrpcTraceReceiver(
+                receiver.grpc,
+                self.pipeline,
+                max_connections=self.max_connections["grpc"],
+                shutdown_timeout=grace,
+                reuse_port=shared,
+            )
             if receiver.grpc
             else None
         )
         self.http = (
-            build_http_receiver(receiver.http, self.pipeline, shutdown_timeout=grace, reuse_port=shared)
+            build_http_receiver(
+                receiver.http,
+                self.pipeline,
+                shutdown_timeout=grace,
+                max_connections=self.max_connections["http"],
+                log_interval=settings.telemetry.degraded_log_interval,
+                reuse_port=shared,
+            )
             if receiver.http
             else None
         )
@@ -151,7 +167,15 @@ class Bridge:
         self.telemetry = None
         if endpoint:
             app = telemetry_app(self.health, self.metrics)
-            self.telemetry = HttpServer("telemetry endpoint", app, endpoint, config_key="telemetry.endpoint")
+            self.telemetry = HttpServer(
+                "telemetry endpoint",
+                app,
+                endpoint,
+                config_key="telemetry.endpoint",
+                max_connections=TELEMETRY_MAX_CONNECTIONS,
+                max_connections_key="the fixed bound of telemetry.endpoint",
+                log_interval=settings.telemetry.degraded_log_interval,
+            )
 
     async def start(self) -> None:
         """Start everything or nothing: when a port cannot be bound, what already started is stopped again."""
@@ -181,6 +205,24 @@ class Bridge:
         )
         if self.settings.exporter.weave.project:
             log.info("spans that name no project go to %s (exporter.weave.project)", self.settings.exporter.weave.project)
+        self._log_connection_bounds()
+
+    def _log_connection_bounds(self) -> None:
+        if not self.max_connections:  # only receiver.kafka: the bridge listens for no client
+            return
+        bounds = ", ".join(f"{count} {name}" for name, count in self.max_connections.items())
+        log.info(
+            "connections open at once: at most %s (receiver.*.max_connections), %d telemetry; open-file limit %d",
+            bounds, TELEMETRY_MAX_CONNECTIONS, self.open_files,
+        )
+        needed = sum(self.max_connections.values()) + RESERVED_FILES
+        if needed > self.open_files:
+            log.warning(
+                "receiver.*.max_connections (%s) and the %d other files the bridge needs exceed the open-file limit "
+                "%d (ulimit -n): when it is reached, new connections wait and /healthz may not answer; "
+                "raise the limit or lower the bounds",
+                bounds, RESERVED_FILES, self.open_files,
+            )
 
     async def stop(self) -> None:
         """Receivers first (nothing new arrives), then deliver what can be within shutdown_timeout and keep the
@@ -196,6 +238,12 @@ class Bridge:
         if self.telemetry:
             await self.telemetry.stop()
         log.info("stopped")
+
+
+def _open_file_limit() -> int:
+    """The files this process may open (RLIMIT_NOFILE's soft limit); unlimited counts as 2**30."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> None:

@@ -98,6 +98,8 @@ class GrpcReceiver(_Section):
     keepalive_timeout: Duration = Field(20.0, gt=0)
     # grpc.health.v1 Watch streams open at once (they need no token); one more gets RESOURCE_EXHAUSTED.
     max_health_watches: int = Field(100, gt=0)
+    # Connections open at once; null: derived from the open-file limit (Receiver.max_connections).
+    max_connections: int | None = Field(None, gt=0)
     tls: Tls | None = None
     auth: Auth | None = None
 
@@ -110,6 +112,8 @@ class HttpReceiver(_Section):
     # read_timeout is answered 408.
     idle_timeout: Duration = Field(60.0, gt=0)
     read_timeout: Duration = Field(60.0, gt=0)
+    # Connections open at once (one more is answered 503); null: derived (Receiver.max_connections).
+    max_connections: int | None = Field(None, gt=0)
     tls: Tls | None = None
     auth: Auth | None = None
 
@@ -164,6 +168,16 @@ class KafkaReceiver(_Section):
         return self
 
 
+# Connections the telemetry endpoint holds at once (fixed: probes and a scraper need a few; one more gets 503).
+TELEMETRY_MAX_CONNECTIONS = 32
+# File descriptors a bridge needs besides its receivers' connections: the telemetry endpoint's connections,
+# the upstream's (one per queue consumer, up to 64), queue and log files, gRPC's and Python's own.
+RESERVED_FILES = 160
+# The derived bound of one receiver's connections: an idle connection costs memory too, and a sidecar or a
+# gateway of a few thousand clients stays far below it.
+MAX_DERIVED_CONNECTIONS = 4096
+
+
 class Receiver(_Section):
     grpc: GrpcReceiver | None = GrpcReceiver()
     http: HttpReceiver | None = HttpReceiver()
@@ -184,6 +198,14 @@ class Receiver(_Section):
                         "must bind the same port, so give a port number"
                     )
         return self
+
+    def max_connections(self, open_files: int) -> dict[str, int]:
+        """Each enabled receiver's bound on open connections ("grpc", "http"), for a process that may open
+        `open_files` files (RLIMIT_NOFILE): as configured, or, when null, an equal share of what is left
+        after RESERVED_FILES (at least 1, at most MAX_DERIVED_CONNECTIONS)."""
+        receivers = {name: r for name, r in (("grpc", self.grpc), ("http", self.http)) if r is not None}
+        share = min(MAX_DERIVED_CONNECTIONS, max(1, (open_files - RESERVED_FILES) // max(1, len(receivers))))
+        return {name: r.max_connections or share for name, r in receivers.items()}
 
 
 def _env_or(name: str, default: str) -> str:

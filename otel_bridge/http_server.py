@@ -11,6 +11,7 @@ import ssl
 
 from aiohttp import web
 
+from otel_bridge.listener import Listener
 from otel_bridge.notation import split_endpoint
 
 __all__ = ["HttpServer"]
@@ -18,12 +19,25 @@ __all__ = ["HttpServer"]
 log = logging.getLogger("otel_bridge")
 
 
+def _refusal(config_key: str) -> bytes:
+    """The answer to a connection past the bound, before its request is read: 503, retry in a few seconds."""
+    body = f"503 too many connections ({config_key}), retry later".encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nServer: otel-bridge\r\nRetry-After: 5\r\nConnection: close\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "otel-bridge"  # not aiohttp's, which names Python's and its own versions
 
 
 class HttpServer:
-    """start() binds `endpoint` (port 0: any free port, see `.port`); stop() lets in-flight requests finish."""
+    """start() binds `endpoint` (port 0: any free port, see `.port`); stop() lets in-flight requests finish.
+
+    At most `max_connections` are open at once (`max_connections_key` names the bound); one more is
+    answered 503 at once (otel_bridge/listener.py)."""
 
     def __init__(
         self,
@@ -37,6 +51,9 @@ class HttpServer:
         shutdown_timeout: float = 5.0,
         reuse_port: bool = False,
         idle_timeout: float = 75.0,
+        max_connections: int,
+        max_connections_key: str,
+        log_interval: float = 30.0,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -57,22 +74,40 @@ class HttpServer:
             shutdown_timeout=shutdown_timeout,
             keepalive_timeout=idle_timeout,
         )
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._max_connections_key = max_connections_key
+        self._log_interval = log_interval
+        self._listener: Listener | None = None
         self.port: int | None = None
         self.listening = False
 
     async def start(self) -> None:
         host, port = split_endpoint(self.endpoint)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, ssl_context=self._ssl_context, reuse_port=self._reuse_port)
+        assert self._runner.server is not None
+        self._listener = Listener(
+            self._runner.server,
+            name=self.name,
+            max_connections=self._max_connections,
+            config_key=self._max_connections_key,
+            refusal=_refusal(self._max_connections_key),
+            ssl_context=self._ssl_context,
+            handshake_timeout=self._idle_timeout,  # the TLS handshake is part of sending a request head
+            reuse_port=self._reuse_port,
+            log_interval=self._log_interval,
+        )
         try:
-            await site.start()
+            self.port = self._listener.bind(host, port)
         except OSError as exc:
             await self._runner.cleanup()
             raise OSError(f"cannot listen on {self.endpoint} ({self._config_key}): {exc.strerror or exc}") from None
-        self.port = self._runner.addresses[0][1]
+        self._listener.start()
         self.listening = True
         log.info("%s listening on %s:%d%s", self.name, host, self.port, self._security)
 
     async def stop(self) -> None:
         self.listening = False
+        if self._listener is not None:
+            await self._listener.close()
         await self._runner.cleanup()

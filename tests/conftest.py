@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import copy
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -176,15 +177,21 @@ def wait_for_grpc(port: int, proc: subprocess.Popen, timeout: float = 20) -> Non
 class BridgeProcess:
     """`python -m otel_bridge serve --config FILE` as a user runs it; its log goes to a file (never a full pipe)."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, open_files: int | None = None) -> None:
         self.log_path = log
         env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WEAVE_PROJECT", "WF_TRACE_SERVER_URL")}
+
+        def limit_open_files() -> None:  # in the child, before exec
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with log.open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "otel_bridge", "serve", "--config", str(config)],
                 stderr=stderr,
                 cwd=config.parent,
                 env=env,
+                preexec_fn=limit_open_files,
             )
         wait_for_grpc(port, self.proc)
 
@@ -204,11 +211,12 @@ class BridgeProcess:
 
 @pytest.fixture
 def bridge_process(tmp_path: Path) -> Iterator[Any]:
-    """bridge_process(config, port) -> a running BridgeProcess, killed at the end of the test if still running."""
+    """bridge_process(config, port[, open_files]) -> a running BridgeProcess (RLIMIT_NOFILE open_files), killed at
+    the end of the test if still running."""
     started: list[BridgeProcess] = []
 
-    def start(config: Path, port: int) -> BridgeProcess:
-        process = BridgeProcess(config, port, tmp_path / f"bridge-{len(started)}.log")
+    def start(config: Path, port: int, open_files: int | None = None) -> BridgeProcess:
+        process = BridgeProcess(config, port, tmp_path / f"bridge-{len(started)}.log", open_files)
         started.append(process)
         return process
 

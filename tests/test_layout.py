@@ -19,7 +19,8 @@ ALLOWED = {
     "traces": {"config", "decode.logs", "mapping", "exporter.queue", "telemetry.metrics"} | LEAVES,
     "pipeline": {"config", "decode", "mapping", "traces", "exporter.queue", "telemetry"} | LEAVES,
     "receiver": {"config", "pipeline", "http_server", "decode.otlp", "decode.logs", "exporter.dead_letter"} | LEAVES,
-    "http_server": LEAVES,
+    "http_server": {"listener"} | LEAVES,
+    "listener": LEAVES,
 }
 
 

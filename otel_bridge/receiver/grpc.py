@@ -128,7 +128,13 @@ class GrpcTraceReceiver:
     name = "OTLP/gRPC receiver"
 
     def __init__(
-        self, config: GrpcReceiver, pipeline: Pipeline, *, shutdown_timeout: float = 5.0, reuse_port: bool = False
+        self,
+        config: GrpcReceiver,
+        pipeline: Pipeline,
+        *,
+        max_connections: int,
+        shutdown_timeout: float = 5.0,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
         self._shutdown_timeout = shutdown_timeout
@@ -149,6 +155,9 @@ class GrpcTraceReceiver:
                 ("grpc.max_connection_idle_ms", _ms(config.max_connection_idle)),
                 ("grpc.keepalive_time_ms", _ms(config.keepalive_time)),
                 ("grpc.keepalive_timeout_ms", _ms(config.keepalive_timeout)),
+                # gRPC's C core accepts on its own; past this many open connections it closes a new one at
+                # once (so the fds left keep the other listeners and /healthz serving).
+                ("grpc.max_allowed_incoming_connections", max_connections),
             ],
         )
         self._server.add_generic_rpc_handlers((_TraceService(pipeline).handler(), _LogsService(pipeline).handler()))

@@ -8,6 +8,7 @@ Content-Type, answers in the request's encoding, and turns each failure into the
     408 body not received within receiver.http.read_timeout     retryable
     413 body over receiver.http.max_request_body_size_mib       not retryable (compressed or not)
     415 Content-Type or Content-Encoding not supported          not retryable
+    503 a connection past receiver.http.max_connections         retryable, answered before the request is read
     413/503 what the queue refuses: receiver/status.py, the table both receivers share
 """
 
@@ -201,7 +202,13 @@ def otlp_http_app(
 
 
 def build_http_receiver(
-    config: HttpReceiver, pipeline: Pipeline, *, shutdown_timeout: float, reuse_port: bool = False
+    config: HttpReceiver,
+    pipeline: Pipeline,
+    *,
+    shutdown_timeout: float,
+    max_connections: int,
+    log_interval: float = 30.0,
+    reuse_port: bool = False,
 ) -> HttpServer:
     """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
     ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
@@ -222,4 +229,7 @@ def build_http_receiver(
         shutdown_timeout=shutdown_timeout,
         reuse_port=reuse_port,
         idle_timeout=config.idle_timeout,
+        max_connections=max_connections,
+        max_connections_key="receiver.http.max_connections",
+        log_interval=log_interval,
     )
