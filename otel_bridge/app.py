@@ -9,6 +9,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from otel_bridge import decode
 from otel_bridge.config import RESERVED_FILES, TELEMETRY_MAX_CONNECTIONS, UPSTREAM_MAX_BODY_BYTES, Settings, mask_url
@@ -28,11 +29,13 @@ from otel_bridge.pipeline import Mapper, Pipeline
 from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
-from otel_bridge.receiver.kafka import KafkaTraceReceiver
 from otel_bridge.telemetry.metrics import Metrics
 from otel_bridge.telemetry.server import telemetry_app
 from otel_bridge.traces import TraceStage
 from otel_bridge.traces.pending import open_pending
+
+if TYPE_CHECKING:  # confluent-kafka (librdkafka: ~4 MB resident) is loaded only by a bridge that consumes Kafka
+    from otel_bridge.receiver.kafka import KafkaTraceReceiver
 
 __all__ = ["Bridge", "build_sender"]
 
@@ -153,9 +156,11 @@ class Bridge:
             if receiver.http
             else None
         )
-        self.kafka = (
-            KafkaTraceReceiver(receiver.kafka, self.pipeline, dead_letter=self.dead_letter) if receiver.kafka else None
-        )
+        self.kafka: KafkaTraceReceiver | None = None
+        if receiver.kafka:
+            from otel_bridge.receiver.kafka import KafkaTraceReceiver
+
+            self.kafka = KafkaTraceReceiver(receiver.kafka, self.pipeline, dead_letter=self.dead_letter)
         self.health = Health(
             receivers=[r for r in (self.grpc, self.http, self.kafka) if r is not None],
             queue_size=lambda: self.queue.size_bytes,
