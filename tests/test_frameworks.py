@@ -119,8 +119,6 @@ NOT_SENT: dict[tuple[str, str], str] = {
 
 # (recording, check) -> what the mapping lacks: a strict xfail the mapping's fixes remove.
 GAPS: dict[tuple[str, str], str] = {
-    ("openlit-openai", "prompt_in_agent"): "openlit.trace's function.args / function.kwargs (Python reprs) are not mapped to inputs",
-    ("openlit-openai", "tool_arguments"): "openlit.trace's function.args / function.kwargs (Python reprs) are not mapped to inputs",
     ("logfire-openai", "usage_requests"): "the opening span of a streamed call counts a request beside its streaming-response span (issue 18 item 6)",
     ("logfire-openai", "prompt_in_agent"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
     ("logfire-openai", "answer_in_agent"): "logfire.instrument's `return` attribute is not mapped to the output",
