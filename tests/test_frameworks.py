@@ -119,7 +119,6 @@ NOT_SENT: dict[tuple[str, str], str] = {
 
 # (recording, check) -> what the mapping lacks: a strict xfail the mapping's fixes remove.
 GAPS: dict[tuple[str, str], str] = {
-    ("logfire-openai", "usage_requests"): "the opening span of a streamed call counts a request beside its streaming-response span (issue 18 item 6)",
     ("logfire-openai", "prompt_in_agent"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
     ("logfire-openai", "answer_in_agent"): "logfire.instrument's `return` attribute is not mapped to the output",
     ("logfire-openai", "tool_arguments"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
