@@ -174,8 +174,11 @@ def test_in_memory_offsets_wait_for_the_upstream(upstream, broker, start_bridge)
 # --- separate processes: kill -9, two members of one group ----------------------------------------------------
 
 
-def write_config(tmp_path: Path, name: str, upstream, broker: Tansu) -> tuple[Path, int, int]:
+def write_config(tmp_path: Path, name: str, upstream, broker: Tansu, queue_bytes: int = 0) -> tuple[Path, int, int]:
+    """A bridge process's config; queue_bytes > 0 bounds its durable queue (and batches to half of that)."""
     grpc_port, telemetry_port = free_port(), free_port()
+    queue = f", max_bytes: {queue_bytes}, max_project_share: 1" if queue_bytes else ""
+    batch = f", max_bytes: {queue_bytes // 2}" if queue_bytes else ""
     directory = tmp_path / name
     directory.mkdir()
     config = directory / "bridge.yaml"
@@ -188,36 +191,51 @@ def write_config(tmp_path: Path, name: str, upstream, broker: Tansu) -> tuple[Pa
         f"initial_offset: earliest, client_id: {name}}}\n"
         f"exporter:\n"
         f"  weave: {{base_url: '{upstream.url}', api_key: '{API_KEY}'}}\n"
-        f"  queue: {{directory: '{directory / 'queue'}'}}\n"
-        f"  batch: {{flush_interval: 50ms}}\n"
+        f"  queue: {{directory: '{directory / 'queue'}'{queue}}}\n"
+        f"  batch: {{flush_interval: 50ms{batch}}}\n"
         f"  retry: {{initial_interval: 50ms, max_interval: 200ms}}\n"
         f"telemetry: {{endpoint: '127.0.0.1:{telemetry_port}'}}\n"
     )
     return config, grpc_port, telemetry_port
 
 
-def kafka_spans(telemetry_port: int) -> float:
+def scrape(telemetry_port: int, sample: str) -> float:
+    """The value of one sample (name and labels, as /metrics writes them) of a bridge process; 0 if absent."""
     text = httpx.get(f"http://127.0.0.1:{telemetry_port}/metrics").text
     for line in text.splitlines():
-        if line.startswith('otelbridge_receiver_accepted_spans_total{transport="kafka"}'):
+        if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
+def kafka_spans(telemetry_port: int) -> float:
+    return scrape(telemetry_port, 'otelbridge_receiver_accepted_spans_total{transport="kafka"}')
+
+
 def test_kill_9_mid_stream_then_restart_loses_nothing(upstream, broker, bridge_process, tmp_path):
+    """Killed in a state made on purpose, not caught by timing: the upstream has all of the first traces
+    and none of the rest (it went down), the small durable queue is full, so consumption is paused with
+    messages read and not committed and more not read at all. The restarted bridge delivers what the queue
+    held and reads the rest again from the committed offsets."""
     broker.create_topic(TOPIC, 2)
-    spans = record_traces(400, 3)
-    produce(broker, collector_messages(spans, encoding="otlp_proto", partitions=2))
-    config, grpc_port, telemetry_port = write_config(tmp_path, "a", upstream, broker)
-    first = bridge_process(config, grpc_port)
-    wait_until(lambda: len(upstream.calls_by_id()) > 0, message="the first calls")
-    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
-    delivered_before = len(upstream.calls_by_id())
-    second = bridge_process(config, grpc_port)
-    wait_for_ids(upstream, call_ids(spans))
+    first, rest = record_traces(50, 3), record_traces(350, 3, first=50, payload=2000)
+    config, grpc_port, telemetry_port = write_config(tmp_path, "a", upstream, broker, queue_bytes=200_000)
+    killed = bridge_process(config, grpc_port)
+    produce(broker, collector_messages(first, encoding="otlp_proto", partitions=2))
+    wait_for_ids(upstream, call_ids(first))
+    wait_until(lambda: sum(committed(broker, 2)) == 50, message="the first traces committed")
+    upstream.set_down(True)
+    produce(broker, collector_messages(rest, encoding="otlp_proto", partitions=2))
+    wait_until(lambda: scrape(telemetry_port, "otelbridge_receiver_kafka_paused") == 1, message="consumption paused")
+    assert killed.signal(signal.SIGKILL) == -signal.SIGKILL
+    assert 50 <= sum(committed(broker, 2)) < 400  # mid-stream: the rest of the messages wait in Kafka
+    assert not call_ids(rest) & set(upstream.calls_by_id())
+    upstream.set_down(False)
+    restarted = bridge_process(config, grpc_port)
+    wait_for_ids(upstream, call_ids(first) | call_ids(rest), timeout=90)
     wait_until(lambda: sum(committed(broker, 2)) == 400, message="every message committed")
-    assert second.signal(signal.SIGTERM) == 0
-    assert delivered_before < len(spans), "killed after everything was delivered: the test proved nothing"
+    assert kafka_spans(telemetry_port) > 0  # the restarted bridge read what was not committed
+    assert restarted.signal(signal.SIGTERM) == 0
 
 
 def test_two_bridges_share_the_partitions_and_one_takes_over(upstream, broker, bridge_process, tmp_path):
