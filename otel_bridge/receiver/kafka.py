@@ -50,6 +50,10 @@ _POLL_SECONDS = 0.1
 # Exports in flight at once: the mapping runs one at a time anyway (Pipeline), but the queue's commits
 # group the puts waiting for them, so a few in flight keep the durable queue busy.
 _CONCURRENT_EXPORTS = 16
+# A full queue is tried again once it drained this fraction of exporter.queue.max_bytes (a project at its
+# share too: the queue's size drops by what the project's calls free), at the latest after its retry_after
+# (a project refused while the upstream fails it drains nothing).
+_DRAINED = 0.125
 # Wait before retrying a message whose dead-letter line could not be written (disk full, permissions).
 _DEAD_LETTER_RETRY_SECONDS = 1.0
 
@@ -288,18 +292,20 @@ class KafkaTraceReceiver:
 
     async def _wait(self, seconds: float, why: str) -> None:
         """Keep every assigned partition paused (again each time: a rebalance may assign new ones) and consume
-        for `seconds`: paused partitions return nothing, and the consumer keeps its place in the group."""
+        for `seconds` (the queue's retry_after), or less once the queue drained by _DRAINED of its bound since
+        it refused: paused partitions return nothing, and the consumer keeps its place in the group."""
         if not self._paused:
             self._paused = True
             self.report.paused(True)
             log.warning("Kafka receiver: consumption paused: %s", why)
         deadline = time.monotonic() + seconds
+        drained = self.queue.size_bytes - max(round(self.queue.max_bytes * _DRAINED), 1)
         while True:
             await self._in_thread(self._pause_all)
             await self._take(min(_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
             self._advance()
             await self._in_thread(self._commit)
-            if self._stopping or time.monotonic() >= deadline:
+            if self._stopping or time.monotonic() >= deadline or self.queue.size_bytes <= drained:
                 return
 
     async def _resume(self) -> None:
