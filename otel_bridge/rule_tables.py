@@ -44,6 +44,7 @@ TABLES: dict[str, TableKind] = {
     "started_at": "sources",
     "ended_at": "sources",
     "exception": "sources",
+    "exception_details": "sources",
     "drop": "keys",
     "rename": "renames",
 }

@@ -118,23 +118,7 @@ NOT_SENT: dict[tuple[str, str], str] = {
 }
 
 # (recording, check) -> what the mapping lacks: a strict xfail the mapping's fixes remove.
-_ANTHROPIC_TOOL_RESULT = (
-    "anthropic's own tool span (anthropic.custom_tool_use) holds the tool's result only in "
-    "anthropic.tool_result.content (a JSON list of content blocks), which the mapping does not make the output"
-)
-_ANTHROPIC_TOOL_ERROR = (
-    "anthropic's own failing tool span has status ERROR with no message and no exception event, only "
-    "error.type=tool_error; the error's text is in anthropic.tool_result.content, and the exception says only 'tool_error'"
-)
 GAPS: dict[tuple[str, str], str] = {
-    ("anthropic-native", "tool_result"): _ANTHROPIC_TOOL_RESULT,
-    ("anthropic-native", "tool_error"): _ANTHROPIC_TOOL_ERROR,
-    ("anthropic-native-openllmetry", "tool_result"): _ANTHROPIC_TOOL_RESULT,
-    ("anthropic-native-openllmetry", "tool_error"): _ANTHROPIC_TOOL_ERROR,
-    ("google-adk", "tool_error"): "the error's text is only in gen_ai.tool.call.result (what on_tool_error_callback returned); the exception is the status message TOOL_ERROR",
-    ("openlit-openai", "prompt_in_agent"): "openlit.trace's function.args / function.kwargs (Python reprs) are not mapped to inputs",
-    ("openlit-openai", "tool_arguments"): "openlit.trace's function.args / function.kwargs (Python reprs) are not mapped to inputs",
-    ("logfire-openai", "usage_requests"): "the opening span of a streamed call counts a request beside its streaming-response span (issue 18 item 6)",
     ("logfire-openai", "prompt_in_agent"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
     ("logfire-openai", "answer_in_agent"): "logfire.instrument's `return` attribute is not mapped to the output",
     ("logfire-openai", "tool_arguments"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",

@@ -795,6 +795,21 @@ ERROR = Status.STATUS_CODE_ERROR
         ),
         pytest.param("", [], {"error.type": "timeout"}, "timeout", id="error-type-attribute"),
         pytest.param("", [], {}, "error", id="nothing"),
+        # exception_details: the error's text where a code is all the status and error.type say.
+        pytest.param(
+            "TOOL_ERROR", [], {"error.type": "TOOL_ERROR", "gen_ai.tool.call.result": '{"error": "service down"}'},
+            'TOOL_ERROR: {"error":"service down"}', id="detail-after-status-code",  # Google ADK
+        ),
+        pytest.param(
+            "", [], {"error.type": "tool_error", "anthropic.tool_result.content": '[{"type":"text","text":"down"}]'},
+            'tool_error: [{"type":"text","text":"down"}]', id="detail-after-error-type",  # anthropic >= 2
+        ),
+        pytest.param("", [], {"gen_ai.tool.call.result": "down"}, "down", id="detail-alone"),
+        pytest.param("service down", [], {"gen_ai.tool.call.result": "down"}, "service down", id="detail-already-said"),
+        pytest.param(
+            "", [("exception", {"exception.type": "ValueError", "exception.message": "bad"})],
+            {"gen_ai.tool.call.result": "other"}, "ValueError: bad", id="exception-event-before-detail",
+        ),
     ],
 )
 def test_exception_for_error_spans(message: str, events: list, attributes: dict, expected: str) -> None:

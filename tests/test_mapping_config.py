@@ -63,7 +63,8 @@ def test_edits_give_the_effective_tables() -> None:
     assert tables["usage"]["audio_input_tokens"] == ["gen_ai.usage.details.input_audio_tokens"]
     assert tables["model_responses"] == [*DEFAULTS["model_responses"], "app.response_id"]
     assert tables["usage_rollups"]["app.step"] == ["run"]
-    assert tables["scopes"] == {"app.tracer": {"usage": {"input_tokens": {"prepend": ["tokens_in"]}}}}
+    kept = {name: edits for name, edits in DEFAULTS["scopes"].items() if name != "com.anthropic.claude_code.tracing"}
+    assert tables["scopes"] == {**kept, "app.tracer": {"usage": {"input_tokens": {"prepend": ["tokens_in"]}}}}
     assert tables["input_message_events"]["app.user.message"] == "user"
     assert tables["drop"] == ["http.request.header.authorization", "app.secret"]
     assert tables["rename"] == {"app.conversation": "gen_ai.conversation.id"}

@@ -146,6 +146,10 @@ def _exception(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bool:
     return path == ("exception",) and weave == "" and bool(bridge)
 
 
+def _exception_details(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bool:
+    return path == ("exception",) and bool(weave) and type(bridge) is str and bridge.startswith(f"{weave}: ")
+
+
 def _more_conventions(path: Path_, weave: Any, bridge: Any, w: dict, b: dict) -> bool:
     if path in (("inputs",), ("output",), ("attributes",)):
         return weave == {} and bridge not in ({}, MISSING)
@@ -212,6 +216,9 @@ DIFFERENCES = [
                "negative latency", _end_before_start),
     Difference("exception", "an ERROR span's exception is never empty; Weave leaves it empty when the status has no "
                "message, and the call then reads back as a success", _exception),
+    Difference("exception details", "an ERROR span whose status message is a code (Google ADK's TOOL_ERROR) and "
+               "that has no exception event gets the error's text after it (exception_details: what the failing "
+               "tool returned); Weave's exception is the status message alone", _exception_details),
     Difference("conventions Weave does not read", "content and metadata only in span events, tool-call attributes, "
                "OpenInference messages, MLflow span types, ...: Weave leaves inputs/output/attributes empty, or puts "
                "every attribute in attributes when it recognises nothing (they stay in otel_dump)", _more_conventions),

@@ -126,6 +126,7 @@ class Rules:
     started_at: Sources
     ended_at: Sources
     exception: Sources
+    exception_details: Sources
     drop: tuple[KeyPath, ...]
     rename: tuple[tuple[KeyPath, KeyPath], ...]
     tables: dict[str, Any]  # the effective tables as plain data, as check-config shows them

@@ -11,6 +11,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from otel_bridge.decode.decoded import Span
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping import content
@@ -119,12 +121,8 @@ def _exception_field(tree: dict[str, Any], name: str) -> str | None:
     return value if type(value) is str else None
 
 
-def _exception(span: Span, tree: dict[str, Any], rules: Rules) -> str | None:
-    """Non-empty for every ERROR span: an empty string reads back as success upstream."""
-    if span.status_code != _STATUS_ERROR:
-        return None
-    if span.status_message:
-        return span.status_message
+def _exception_event(span: Span) -> str | None:
+    """The first exception event's `type: message` (or the one of them it has)."""
     for event in span.events:
         if event["name"] == "exception":
             event_tree = event["attributes"]
@@ -133,7 +131,29 @@ def _exception(span: Span, tree: dict[str, Any], rules: Rules) -> str | None:
                 return f"{kind}: {message}"
             if kind or message:
                 return kind or message
-    return as_str(first(tree, rules.exception)) or "error"
+    return None
+
+
+def _detail_text(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _exception(span: Span, tree: dict[str, Any], rules: Rules) -> str | None:
+    """Non-empty for every ERROR span: an empty string reads back as success upstream. Without an exception
+    event, the status message or error.type may be a code only (TOOL_ERROR): the error's text from
+    `exception_details` follows it."""
+    if span.status_code != _STATUS_ERROR:
+        return None
+    event = _exception_event(span)
+    if event is not None:
+        return span.status_message or event
+    said = span.status_message or as_str(first(tree, rules.exception))
+    detail = _detail_text(first(tree, rules.exception_details))
+    if detail is None or (said is not None and detail in said):
+        return said or "error"
+    return f"{said}: {detail}" if said else detail
 
 
 def _attributes(trees: tuple[dict[str, Any], ...], rules: Rules) -> dict[str, Any]:
