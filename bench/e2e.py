@@ -515,6 +515,14 @@ telemetry:
 
 
 def run(args: argparse.Namespace) -> int:
+    result = measure(args)
+    _print_table(result)
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One run as the options say (see bench/README.md); the figures, as the JSON line prints them."""
     import base64
 
     ctx = mp.get_context("spawn")
@@ -636,9 +644,7 @@ def run(args: argparse.Namespace) -> int:
             "mode": _mode(args),
             "cpu_count": os.cpu_count(),
         }
-        _print_table(result)
-        print(json.dumps(result, separators=(",", ":")))
-        return 0
+        return result
     finally:
         if poller is not None:
             poller.stop()
@@ -706,7 +712,8 @@ def _mode(args: argparse.Namespace) -> str:
     return f"{'HTTP' if args.http else 'gRPC'}, {queue} queue, {args.workers} worker{'s' if args.workers > 1 else ''}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options; bench/kafka.py builds its gRPC run from them too."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the send phase (default 10)")
     parser.add_argument("--concurrency", type=int, default=4, help="Export requests in flight (default 4)")
@@ -725,11 +732,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink-delay", type=float, default=0.0, help="seconds the sink waits before answering each POST: a slow upstream, so the queue fills (default 0)")
     parser.add_argument("--weave-seconds", type=float, default=5.0, help="how long each converter runs in the comparison (default 5)")
     parser.add_argument("--weave-python", default=default_weave_python(), help="interpreter with weave==0.53.12 (default: $WEAVE_PYTHON, else .venv-weave; none: comparison skipped)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser_ = parser()
+    args = parser_.parse_args(argv)
     if args.weave_python == "none":  # the comparison skipped, as --help says
         args.weave_python = None
     if args.seconds <= 0 or args.concurrency <= 0 or args.spans_per_request <= 0 or args.distinct <= 0:
-        parser.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")
+        parser_.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")
     try:
         return run(args)
     except KeyboardInterrupt:

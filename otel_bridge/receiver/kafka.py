@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -50,6 +51,14 @@ _POLL_SECONDS = 0.1
 # Exports in flight at once: the mapping runs one at a time anyway (Pipeline), but the queue's commits
 # group the puts waiting for them, so a few in flight keep the durable queue busy.
 _CONCURRENT_EXPORTS = 16
+# A full queue is tried again once it drained this fraction of exporter.queue.max_bytes (a project at its
+# share too: the queue's size drops by what the project's calls free), at the latest after its retry_after
+# (a project refused while the upstream fails it drains nothing).
+_DRAINED = 0.125
+# While paused, the high watermarks for the lag are asked of the brokers at most this often, each answer
+# awaited at most _LAG_QUERY_TIMEOUT (the consumer thread waits meanwhile).
+_LAG_QUERY_SECONDS = 5.0
+_LAG_QUERY_TIMEOUT = 1.0
 # Wait before retrying a message whose dead-letter line could not be written (disk full, permissions).
 _DEAD_LETTER_RETRY_SECONDS = 1.0
 
@@ -71,13 +80,9 @@ def client_config(config: KafkaReceiver) -> dict[str, Any]:
         "logger": log,
     }
     if config.tls is not None:
-        for key, value in (
-            ("ssl.ca.location", config.tls.ca_file),
-            ("ssl.certificate.location", config.tls.cert_file),
-            ("ssl.key.location", config.tls.key_file),
-        ):
-            if value is not None:
-                conf[key] = value
+        for name, key in _TLS_FILES.items():
+            if getattr(config.tls, name) is not None:
+                conf[key] = getattr(config.tls, name)
     if config.sasl is not None:
         conf["sasl.mechanism"] = config.sasl.mechanism
         conf["sasl.username"] = config.sasl.username
@@ -89,6 +94,29 @@ def client_config(config: KafkaReceiver) -> dict[str, Any]:
         (True, True): "SASL_SSL",
     }[(config.tls is not None, config.sasl is not None)]
     return conf
+
+
+# receiver.kafka.tls's files and the librdkafka properties they set (its errors name the property).
+_TLS_FILES = {"ca_file": "ssl.ca.location", "cert_file": "ssl.certificate.location", "key_file": "ssl.key.location"}
+
+
+def _consumer(config: KafkaReceiver) -> Consumer:
+    """The consumer, or a ConfigError naming the key to fix: a TLS file that cannot be read, or one that is
+    not what it should be (librdkafka reads the files here, before any connection)."""
+    for name in _TLS_FILES:
+        path = getattr(config.tls, name, None)
+        if path is not None:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"`receiver.kafka.tls.{name}` ({path!r}): cannot read: {exc.strerror or exc}") from None
+    try:
+        return Consumer(client_config(config))
+    except KafkaException as exc:
+        reason = _reason(exc)
+        for name, key in _TLS_FILES.items():
+            reason = reason.replace(key, f"`receiver.kafka.tls.{name}`")
+        raise ConfigError(f"receiver.kafka: {reason}") from None
 
 
 def _as_is(value: bytes) -> bytes:
@@ -154,10 +182,7 @@ class KafkaTraceReceiver:
         self._to_protobuf: Callable[[bytes], bytes] = _json_to_protobuf if config.encoding == "otlp_json" else _as_is
         # Durable: the calls are on disk once export returns. In memory: only once delivered.
         self._durable = self.queue.store.durable
-        try:  # a bad setting fails here, before any port opens
-            self._consumer = Consumer(client_config(config))
-        except KafkaException as exc:
-            raise ConfigError(f"receiver.kafka: {_reason(exc)}") from None
+        self._consumer = _consumer(config)  # a bad setting fails here, before any port opens
         # librdkafka runs the rebalance callbacks in the thread that calls consume(): always this one.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
         self._todo: deque[_Message] = deque()  # read, not yet exported
@@ -165,6 +190,7 @@ class KafkaTraceReceiver:
         self._settled_to: dict[Partition, int] = {}  # the offset to commit: past every settled message
         self._committed: dict[Partition, int] = {}
         self._paused = False
+        self._lag_queried_at = 0.0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -288,18 +314,20 @@ class KafkaTraceReceiver:
 
     async def _wait(self, seconds: float, why: str) -> None:
         """Keep every assigned partition paused (again each time: a rebalance may assign new ones) and consume
-        for `seconds`: paused partitions return nothing, and the consumer keeps its place in the group."""
+        for `seconds` (the queue's retry_after), or less once the queue drained by _DRAINED of its bound since
+        it refused: paused partitions return nothing, and the consumer keeps its place in the group."""
         if not self._paused:
             self._paused = True
             self.report.paused(True)
             log.warning("Kafka receiver: consumption paused: %s", why)
         deadline = time.monotonic() + seconds
+        drained = self.queue.size_bytes - max(round(self.queue.max_bytes * _DRAINED), 1)
         while True:
             await self._in_thread(self._pause_all)
             await self._take(min(_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
             self._advance()
             await self._in_thread(self._commit)
-            if self._stopping or time.monotonic() >= deadline:
+            if self._stopping or time.monotonic() >= deadline or self.queue.size_bytes <= drained:
                 return
 
     async def _resume(self) -> None:
@@ -338,11 +366,26 @@ class KafkaTraceReceiver:
         self._report_lag()
 
     def _report_lag(self) -> None:
-        for (topic, partition), committed in self._committed.items():
-            # The high watermark of the last fetch response: no request (consume() keeps it current).
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            if high >= 0:
-                self.report.lag(topic, partition, max(high - committed, 0))
+        """Per assigned partition: its high watermark - the first offset not committed (the group's committed
+        offset; before this member's first commit, the first message read and not settled, else where it
+        reads next). The watermark is the last fetch response's, which costs no request, except while paused:
+        paused partitions are not fetched, so then it is asked for, at most every _LAG_QUERY_SECONDS."""
+        query = self._paused and time.monotonic() >= self._lag_queried_at + _LAG_QUERY_SECONDS
+        if query:
+            self._lag_queried_at = time.monotonic()
+        for (topic, partition), reads in self._read.items():
+            tp = TopicPartition(topic, partition)
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if query:
+                try:
+                    high = max(high, self._consumer.get_watermark_offsets(tp, timeout=_LAG_QUERY_TIMEOUT)[1])
+                except KafkaException as exc:
+                    log.debug("Kafka receiver: cannot ask for the high watermark of %s/%d: %s", topic, partition, _reason(exc))
+            first = self._committed.get((topic, partition))
+            if first is None:
+                first = reads[0].offset if reads else self._consumer.position([tp])[0].offset
+            if high >= 0 and first >= 0:
+                self.report.lag(topic, partition, max(high - first, 0))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

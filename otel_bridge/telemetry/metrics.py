@@ -101,8 +101,8 @@ class Metrics:
         )
         self.kafka_consumer_lag = Gauge(
             "otelbridge_receiver_kafka_consumer_lag",
-            "Messages in each partition this bridge consumes past the group's committed offset "
-            "(high watermark - committed).",
+            "Messages in each partition this bridge consumes that are not committed yet (high watermark - the "
+            "group's committed offset, or before this member's first commit, the first offset it read).",
             ["topic", "partition"],
             registry=r,
         )
@@ -112,7 +112,8 @@ class Metrics:
         self.kafka_dead_lettered_messages = Counter(
             "otelbridge_receiver_kafka_dead_lettered_messages",
             "Kafka messages written to the dead-letter file and committed past (reason=undecodable: not an "
-            "ExportTraceServiceRequest in the encoding; too_large: more than the whole queue).",
+            "ExportTraceServiceRequest in the encoding; too_large: more than the whole queue; rejected_spans: "
+            "spans the mapping rejects; project_refused: the upstream refuses the key of every project it names).",
             ["topic", "reason"],
             registry=r,
         )
