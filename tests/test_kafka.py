@@ -23,6 +23,7 @@ from otel_bridge.errors import ConfigError
 from otel_bridge.telemetry.metrics import total
 
 TOPIC = "otlp_spans"
+QUEUE_BYTES = 200_000  # exporter.queue.max_bytes of start_paused: small, so the test traces fill it
 GROUP = "otel-bridge"
 # Short, so a killed member's partitions move within seconds (Tansu also waits about half of it to join).
 KAFKA = {"session_timeout": "2s", "heartbeat_interval": "500ms", "initial_offset": "earliest"}
@@ -91,6 +92,23 @@ def test_the_collectors_messages_become_calls_and_are_committed(upstream, broker
     assert 'otelbridge_receiver_kafka_consumer_lag{partition="0",topic="otlp_spans"} 0.0' in text
 
 
+def start_paused(upstream, broker, start_bridge, tmp_path):
+    """A bridge on a 200 kB durable queue with the upstream down, once the full queue paused consumption."""
+    upstream.set_down(True)
+    running = start_bridge(
+        kafka_settings(
+            upstream,
+            broker,
+            exporter={
+                "queue": {"directory": str(tmp_path / "queue"), "max_bytes": QUEUE_BYTES, "max_project_share": 1},
+                "batch": {"max_calls": 20, "max_bytes": 100_000},
+            },
+        )
+    )
+    wait_until(lambda: running.bridge.metrics.kafka_paused._value.get() == 1, message="consumption paused")
+    return running
+
+
 def _lag(metrics) -> dict[tuple[str, str], float]:
     return {
         (s.labels["topic"], s.labels["partition"]): s.value
@@ -123,19 +141,8 @@ def test_consumer_lag_grows_while_paused(upstream, broker, start_bridge, tmp_pat
     broker.create_topic(TOPIC, 1)
     spans = record_traces(100, 2, payload=2000)
     produce(broker, [(k, v, 0) for k, v, _ in collector_messages(spans, encoding="otlp_proto", partitions=1)])
-    upstream.set_down(True)
-    running = start_bridge(
-        kafka_settings(
-            upstream,
-            broker,
-            exporter={
-                "queue": {"directory": str(tmp_path / "queue"), "max_bytes": 200_000, "max_project_share": 1},
-                "batch": {"max_calls": 20, "max_bytes": 100_000},
-            },
-        )
-    )
+    running = start_paused(upstream, broker, start_bridge, tmp_path)
     metrics = running.bridge.metrics
-    wait_until(lambda: metrics.kafka_paused._value.get() == 1, message="consumption paused")
 
     def lag_is_what_is_not_committed(produced: int) -> bool:
         return _lag(metrics) == {(TOPIC, "0"): float(produced - max(committed(broker, 1)[0], 0))}
@@ -229,20 +236,9 @@ def test_a_full_queue_pauses_consumption_until_the_upstream_is_back(upstream, br
     broker.create_topic(TOPIC, 2)
     spans = record_traces(200, 2, payload=2000)
     produce(broker, collector_messages(spans, encoding="otlp_proto", partitions=2))
-    upstream.set_down(True)
-    running = start_bridge(
-        kafka_settings(
-            upstream,
-            broker,
-            exporter={
-                "queue": {"directory": str(tmp_path / "queue"), "max_bytes": 200_000, "max_project_share": 1},
-                "batch": {"max_calls": 20, "max_bytes": 100_000},
-            },
-        )
-    )
+    running = start_paused(upstream, broker, start_bridge, tmp_path)
     metrics = running.bridge.metrics
-    wait_until(lambda: metrics.kafka_paused._value.get() == 1, message="consumption paused")
-    assert running.bridge.queue.size_bytes <= 200_000
+    assert running.bridge.queue.size_bytes <= QUEUE_BYTES
     time.sleep(0.5)  # what was queued before the pause is committed by then
     paused_at = sum(o for o in committed(broker, 2) if o > 0)
     assert paused_at < 200  # not everything was taken: the rest waits in Kafka
