@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 API_KEY = "bench-api-key"
@@ -652,22 +653,32 @@ def measure(args: argparse.Namespace) -> dict:
             generator.terminate()
             generator.join(5)
         if bridge is not None:
-            if bridge.poll() is None:
-                bridge.send_signal(signal.SIGTERM)
-                try:
-                    bridge.wait(15)
-                except subprocess.TimeoutExpired:
-                    bridge.kill()
-                    bridge.wait(5)
+            stop_bridge(bridge)
             _report_bridge_log(log_path, bridge.returncode)
         if log_file is not None:
             log_file.close()
-        if sink is not None and sink.is_alive():
-            sink.terminate()
-            sink.join(5)
-            if sink.is_alive():
-                sink.kill()
+        if sink is not None:
+            stop_sink(sink)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_bridge(bridge: subprocess.Popen) -> None:
+    """SIGTERM, as a pod is stopped; killed if it has not exited within 15 s."""
+    if bridge.poll() is None:
+        bridge.send_signal(signal.SIGTERM)
+        try:
+            bridge.wait(15)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+            bridge.wait(5)
+
+
+def stop_sink(sink: mp.Process) -> None:
+    if sink.is_alive():
+        sink.terminate()
+        sink.join(5)
+        if sink.is_alive():
+            sink.kill()
 
 
 def _report_bridge_log(path: Path, returncode: int | None) -> None:
@@ -742,8 +753,13 @@ def main(argv: list[str] | None = None) -> int:
         args.weave_python = None
     if args.seconds <= 0 or args.concurrency <= 0 or args.spans_per_request <= 0 or args.distinct <= 0:
         parser_.error("--seconds, --concurrency, --spans-per-request and --distinct must be positive")
+    return exit_status(run, args)
+
+
+def exit_status(bench: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A bench's exit status: its own, 130 on Ctrl-C, 1 with the reason when it fails (RuntimeError)."""
     try:
-        return run(args)
+        return bench(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
