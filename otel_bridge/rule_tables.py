@@ -17,11 +17,13 @@ TableKind = Literal["sources", "keys", "values", "names", "named_sources", "valu
 # values         plain strings: event names, usage fields
 # names          entry -> one name (an event's role)
 # named_sources  entry (a call field) -> attribute keys, read in order
-# value_sets     attribute key -> the values it may take
+# value_sets     attribute key -> a set of values: those it may take (usage_rollups), the schema
+#                properties that are not inputs (input_schemas)
 # renames        attribute key -> attribute key
 
 TABLES: dict[str, TableKind] = {
     "inputs": "sources",
+    "input_schemas": "value_sets",
     "output": "sources",
     "content_events": "values",
     "log_content_scopes": "values",

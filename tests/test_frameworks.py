@@ -118,12 +118,7 @@ NOT_SENT: dict[tuple[str, str], str] = {
 }
 
 # (recording, check) -> what the mapping lacks: a strict xfail the mapping's fixes remove.
-GAPS: dict[tuple[str, str], str] = {
-    ("logfire-openai", "prompt_in_agent"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
-    ("logfire-openai", "answer_in_agent"): "logfire.instrument's `return` attribute is not mapped to the output",
-    ("logfire-openai", "tool_arguments"): "logfire.instrument's arguments (plain attributes listed in logfire.json_schema) are not mapped to inputs",
-    ("logfire-openai", "tool_result"): "logfire.instrument's `return` attribute is not mapped to the output",
-}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 # --- the replay ----------------------------------------------------------------------------------------------

@@ -222,3 +222,21 @@ def test_rename(attributes: dict, rename: dict, expected: dict) -> None:
 def test_renamed_attribute_feeds_the_tables() -> None:
     call = _mapped({"app.session": "s-9"}, {"rename": {"app.session": "gen_ai.conversation.id"}})
     assert (call["thread_id"], call["turn_id"]) == ("s-9", call["id"])
+
+
+def test_input_schemas_map_the_arguments_a_schema_names_on_its_scope_only() -> None:
+    """Logfire's scope: the plain attributes logfire.json_schema lists are the inputs, `return` the output;
+    the same attributes on another scope are not read that way."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {}, "return": {}}}
+    sent = {"city": "Paris", "days": 3, "return": "sunny", "code.function": "forecast",
+            "logfire.json_schema": orjson.dumps(schema).decode()}
+    calls = {}
+    for scope in ("logfire", "other.scope"):
+        result = map_request(request(span("forecast", attributes=sent), scope=(scope, "1")).SerializeToString(),
+                             header_project=None, default_project="e/p", rules=build_rules({}),
+                             limits=DEFAULT_LIMITS, redaction=DEFAULT_REDACTION)
+        calls[scope] = orjson.loads(result.calls["e/p"][0])
+    assert calls["logfire"]["inputs"] == {"city": "Paris", "days": 3}
+    assert calls["logfire"]["output"] == {"return": "sunny"}
+    assert "city" not in calls["other.scope"]["inputs"]
+    assert calls["other.scope"]["output"] == {}

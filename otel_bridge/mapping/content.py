@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from otel_bridge.mapping.lookup import first_truthy
+from otel_bridge.decode.otlp import key_path
+from otel_bridge.mapping.lookup import find, first_truthy
 from otel_bridge.mapping.rules import Rules
 
 __all__ = ["inputs", "output", "messages"]
@@ -22,9 +23,37 @@ _INPUT_MESSAGES_KEY = "gen_ai.prompt"
 _OUTPUT_MESSAGES_KEY = "gen_ai.completion"
 
 
+def _named_by_schema(tree: dict[str, Any], rules: Rules) -> dict[str, Any] | None:
+    """The attributes the first input schema (input_schemas) names in its `properties`, but those its entry
+    leaves out, each under its key as sent; None when the schemas name no attribute that is present."""
+    for path, not_inputs in rules.input_schemas:
+        schema = find(tree, path)
+        properties = schema.get("properties") if type(schema) is dict else None
+        if type(properties) is not dict:
+            continue
+        named = {}
+        for key in properties:
+            if key in not_inputs:
+                continue
+            # A dotted key was unflattened, unless it was past the depth limit (then it is kept whole).
+            value = tree.get(key)
+            if value is None and "." in key:
+                value = find(tree, key_path(key))
+            if value is not None:
+                named[key] = value
+        if named:
+            return named
+    return None
+
+
 def inputs(trees: Sequence[dict[str, Any]], rules: Rules) -> dict[str, Any] | None:
-    """The first input source found, stored under the key it was found at; a generic `input`/`inputs`
-    holding a dict is unwrapped, as Weave's own ingestion does. None when nothing is found."""
+    """The attributes an input schema of the span names, else the first input source found, stored under
+    the key it was found at; a generic `input`/`inputs` holding a dict is unwrapped, as Weave's own
+    ingestion does. None when nothing is found."""
+    if rules.input_schemas:  # empty but for the scopes that set it (Logfire)
+        named = _named_by_schema(trees[0], rules)
+        if named is not None:
+            return named
     for tree in trees:
         found = first_truthy(tree, rules.inputs)
         if found is not None:

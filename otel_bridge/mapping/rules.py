@@ -104,6 +104,7 @@ class Rules:
     """The compiled tables: one attribute per table of rule_tables.TABLES, typed for the hot path."""
 
     inputs: Sources
+    input_schemas: tuple[tuple[KeyPath, frozenset[str]], ...]
     output: Sources
     content_events: frozenset[str]
     log_content_scopes: frozenset[str]
