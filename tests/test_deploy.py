@@ -205,6 +205,24 @@ def _embedded(path: Path, tmp_path: Path) -> tuple[dict, dict, Path]:
     return pod, bridge, local
 
 
+def _written_paths(settings: Settings) -> list[Path]:
+    """Where the bridge writes, as the image resolves relative paths (against its WORKDIR): the durable
+    queue's directory, the dead-letter file (any refused call), and the file sink when there is no API key."""
+    workdir = Path(dict(dockerfile())["WORKDIR"])  # the last one: the image's
+    paths = [workdir / settings.exporter.dead_letter.path]
+    if settings.exporter.queue.directory:
+        paths.append(workdir / settings.exporter.queue.directory)
+    if not settings.exporter.weave.api_key.get_secret_value():
+        paths.append(workdir / settings.exporter.file.path)
+    return paths
+
+
+def _mount_of(container: dict, path: Path) -> dict | None:
+    """The volume mount that holds `path` (the deepest one), or None: the image's own filesystem."""
+    holding = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) in (path, *path.parents)]
+    return max(holding, key=lambda m: len(Path(m["mountPath"]).parts), default=None)
+
+
 def _mib(quantity: str) -> float:
     number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()
     return int(number) * (1024 if unit == "Gi" else 1)
@@ -246,12 +264,13 @@ def test_manifest_agrees_with_its_config(path, tmp_path, monkeypatch):
         assert get["path"] == path_ and ports.get(get["port"], get["port"]) == telemetry_port
     assert split_endpoint(settings.telemetry.endpoint)[0] == "0.0.0.0"  # the kubelet probes the pod's IP
 
-    # The queue directory is on a volume that outlives the container.
-    queue_dir = Path(settings.exporter.queue.directory)
-    mounts = [m for m in bridge["volumeMounts"] if queue_dir == Path(m["mountPath"]) or Path(m["mountPath"]) in queue_dir.parents]
-    assert mounts and not mounts[0].get("readOnly")
-    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
-    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+    # Every file the bridge writes is on a writable volume (the root filesystem is read-only), the
+    # durable queue's on one that outlives the container.
+    for written in _written_paths(settings):
+        mount = _mount_of(bridge, written)
+        assert mount is not None and not mount.get("readOnly"), f"{written} is on the read-only root filesystem"
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert "emptyDir" in volume or "persistentVolumeClaim" in volume
 
     resources = bridge["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
