@@ -274,7 +274,7 @@ def test_manifest_agrees_with_its_config(path, tmp_path, monkeypatch):
 
     resources = bridge["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
-    needed = IDLE_MIB + BYTES_PER_QUEUED_BYTE * settings.exporter.queue.max_bytes / 2**20
+    needed = IDLE_MIB + BYTES_PER_QUEUED_BYTE * settings.exporter.queue_max_bytes / 2**20
     assert _mib(resources["limits"]["memory"]) >= needed, "memory limit below the sizing model"
     assert _mib(resources["requests"]["memory"]) >= IDLE_MIB
     assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout
@@ -316,3 +316,21 @@ def test_gateway_service_reaches_the_receivers_which_require_a_token(tmp_path, m
     assert settings.receiver.http.auth.bearer_token.get_secret_value() == "from-secret-otel_bridge_token"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == split_endpoint(settings.telemetry.endpoint)[1]
+
+
+def test_kafka_replicas_consume_a_topic_and_commit_only_what_weave_accepted(tmp_path, monkeypatch):
+    docs = _docs(ROOT / "config" / "kubernetes" / "kafka.yaml")
+    pod, bridge, config = _embedded(ROOT / "config" / "kubernetes" / "kafka.yaml", tmp_path)
+    for name, value in _config_env(bridge).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(config)
+    assert set(docs) == {"ConfigMap", "Deployment"}, "no Service: the replicas listen for no client"
+    assert docs["Deployment"]["spec"]["replicas"] >= 2
+    assert settings.receiver.grpc is None and settings.receiver.http is None and settings.receiver.kafka
+    assert [p["containerPort"] for p in bridge["ports"]] == [split_endpoint(settings.telemetry.endpoint)[1]]
+    assert settings.receiver.kafka.sasl and settings.receiver.kafka.sasl.password.get_secret_value() == "from-secret-kafka_password"
+    # The topic is the durable buffer: offsets are committed once Weave accepted the calls (a queue in
+    # memory), and an outage never ends in the dead-letter file (retries never give up).
+    assert settings.exporter.queue.directory is None and settings.exporter.max_elapsed_time == 0
+    # Ready = in the group: no Service routes to the pods, so a full queue or an outage must not fail it.
+    assert settings.telemetry.readiness.upstream_grace == 0 and settings.telemetry.readiness.queue_high_water == 1
