@@ -205,6 +205,24 @@ def _embedded(path: Path, tmp_path: Path) -> tuple[dict, dict, Path]:
     return pod, bridge, local
 
 
+def _written_paths(settings: Settings) -> list[Path]:
+    """Where the bridge writes, as the image resolves relative paths (against its WORKDIR): the durable
+    queue's directory, the dead-letter file (any refused call), and the file sink when there is no API key."""
+    workdir = Path(dict(dockerfile())["WORKDIR"])  # the last one: the image's
+    paths = [workdir / settings.exporter.dead_letter.path]
+    if settings.exporter.queue.directory:
+        paths.append(workdir / settings.exporter.queue.directory)
+    if not settings.exporter.weave.api_key.get_secret_value():
+        paths.append(workdir / settings.exporter.file.path)
+    return paths
+
+
+def _mount_of(container: dict, path: Path) -> dict | None:
+    """The volume mount that holds `path` (the deepest one), or None: the image's own filesystem."""
+    holding = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) in (path, *path.parents)]
+    return max(holding, key=lambda m: len(Path(m["mountPath"]).parts), default=None)
+
+
 def _mib(quantity: str) -> float:
     number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()
     return int(number) * (1024 if unit == "Gi" else 1)
@@ -246,16 +264,17 @@ def test_manifest_agrees_with_its_config(path, tmp_path, monkeypatch):
         assert get["path"] == path_ and ports.get(get["port"], get["port"]) == telemetry_port
     assert split_endpoint(settings.telemetry.endpoint)[0] == "0.0.0.0"  # the kubelet probes the pod's IP
 
-    # The queue directory is on a volume that outlives the container.
-    queue_dir = Path(settings.exporter.queue.directory)
-    mounts = [m for m in bridge["volumeMounts"] if queue_dir == Path(m["mountPath"]) or Path(m["mountPath"]) in queue_dir.parents]
-    assert mounts and not mounts[0].get("readOnly")
-    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
-    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+    # Every file the bridge writes is on a writable volume (the root filesystem is read-only), the
+    # durable queue's on one that outlives the container.
+    for written in _written_paths(settings):
+        mount = _mount_of(bridge, written)
+        assert mount is not None and not mount.get("readOnly"), f"{written} is on the read-only root filesystem"
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert "emptyDir" in volume or "persistentVolumeClaim" in volume
 
     resources = bridge["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
-    needed = IDLE_MIB + BYTES_PER_QUEUED_BYTE * settings.exporter.queue.max_bytes / 2**20
+    needed = IDLE_MIB + BYTES_PER_QUEUED_BYTE * settings.exporter.queue_max_bytes / 2**20
     assert _mib(resources["limits"]["memory"]) >= needed, "memory limit below the sizing model"
     assert _mib(resources["requests"]["memory"]) >= IDLE_MIB
     assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout
@@ -297,3 +316,21 @@ def test_gateway_service_reaches_the_receivers_which_require_a_token(tmp_path, m
     assert settings.receiver.http.auth.bearer_token.get_secret_value() == "from-secret-otel_bridge_token"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == split_endpoint(settings.telemetry.endpoint)[1]
+
+
+def test_kafka_replicas_consume_a_topic_and_commit_only_what_weave_accepted(tmp_path, monkeypatch):
+    docs = _docs(ROOT / "config" / "kubernetes" / "kafka.yaml")
+    pod, bridge, config = _embedded(ROOT / "config" / "kubernetes" / "kafka.yaml", tmp_path)
+    for name, value in _config_env(bridge).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(config)
+    assert set(docs) == {"ConfigMap", "Deployment"}, "no Service: the replicas listen for no client"
+    assert docs["Deployment"]["spec"]["replicas"] >= 2
+    assert settings.receiver.grpc is None and settings.receiver.http is None and settings.receiver.kafka
+    assert [p["containerPort"] for p in bridge["ports"]] == [split_endpoint(settings.telemetry.endpoint)[1]]
+    assert settings.receiver.kafka.sasl and settings.receiver.kafka.sasl.password.get_secret_value() == "from-secret-kafka_password"
+    # The topic is the durable buffer: offsets are committed once Weave accepted the calls (a queue in
+    # memory), and an outage never ends in the dead-letter file (retries never give up).
+    assert settings.exporter.queue.directory is None and settings.exporter.max_elapsed_time == 0
+    # Ready = in the group: no Service routes to the pods, so a full queue or an outage must not fail it.
+    assert settings.telemetry.readiness.upstream_grace == 0 and settings.telemetry.readiness.queue_high_water == 1

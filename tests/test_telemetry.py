@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -163,6 +164,44 @@ def test_metrics_page_has_the_collector_style_names_and_they_move(upstream, star
     assert after[("otelbridge_receiver_request_duration_seconds_count", (("transport", "grpc"),))] == 2
     assert after[failed] == 1
     assert ("otelbridge_queue_size_bytes", ()) in after
+
+
+def _readme_metrics() -> dict[str, set[str]]:
+    """The README's metrics table: each metric name listed (as exposed) -> the label names its row gives."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = text[text.index("| metric | labels | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    table: dict[str, set[str]] = {}
+    for row in rows:
+        names, labels = row.split(" | ")[:2]
+        # Label names are the backquoted words outside parentheses (inside them: the label's values).
+        label_names = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", labels)))
+        for name in re.findall(r"`([a-z_*]+)`", names):
+            table[name] = label_names
+    return table
+
+
+def test_readme_lists_every_metric_with_its_labels_and_no_other():
+    from otel_bridge.telemetry.metrics import Metrics
+
+    exposed: dict[str, set[str]] = {}
+    for family in Metrics().registry.collect():
+        if family.name.startswith("process_"):
+            continue
+        suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+        labels = {k for sample in family.samples for k in sample.labels} - {"le"}
+        # A labelled family without samples yet: its label names come from the wrapper (prometheus_client keeps them).
+        exposed[family.name + suffix] = labels
+    for wrapper in vars(Metrics()).values():
+        name = getattr(wrapper, "_name", None)
+        if name and getattr(wrapper, "_labelnames", ()):
+            exposed[name + {"counter": "_total"}.get(wrapper._type, "")] = set(wrapper._labelnames)
+    documented = _readme_metrics()
+    documented.pop("process_*")
+    assert set(exposed) == set(documented), "README's metrics table and the bridge's metrics differ"
+    for name, labels in exposed.items():
+        assert documented[name] == labels, f"{name}: labels {sorted(labels)} in the code, {sorted(documented[name])} in README"
 
 
 def test_metrics_speak_openmetrics_when_asked(start_bridge):
