@@ -35,10 +35,7 @@ def _named_by_schema(tree: dict[str, Any], rules: Rules) -> dict[str, Any] | Non
         for key in properties:
             if key in not_inputs:
                 continue
-            # A dotted key was unflattened, unless it was past the depth limit (then it is kept whole).
-            value = tree.get(key)
-            if value is None and "." in key:
-                value = find(tree, key_path(key))
+            value = find(tree, key_path(key))  # where attribute_tree put it, dotted or past the depth limit
             if value is not None:
                 named[key] = value
         if named:
