@@ -104,12 +104,16 @@ class Bridge:
         self.metrics.watch_queue(
             lambda: queue.size_bytes, lambda: queue.size_calls, lambda: len(queue.paused_projects()), exporter.queue_max_bytes
         )
+        pending = open_pending(exporter.queue.directory)
+        files = [state for state in (queue.store.state, pending.state) if state is not None]
+        if files:
+            self.metrics.watch_files(files, lambda: queue.lost_calls)
         mapper = Mapper.from_config(settings.mapping)
         self.stage = TraceStage(
             settings.traces,
             rules=mapper.rules,
             queue=self.queue,
-            pending=open_pending(exporter.queue.directory),
+            pending=pending,
             metrics=self.metrics,
         )
         self.pipeline = Pipeline(
@@ -167,6 +171,7 @@ class Bridge:
             queue_capacity=exporter.queue_max_bytes,
             upstream=self.upstream,
             config=settings.telemetry.readiness,
+            files=files,
         )
         endpoint = settings.telemetry.endpoint
         self.telemetry = None

@@ -185,8 +185,12 @@ def _readme_metrics() -> dict[str, set[str]]:
 def test_readme_lists_every_metric_with_its_labels_and_no_other():
     from otel_bridge.telemetry.metrics import Metrics
 
+    from otel_bridge.sqlite_file import FileState
+
+    metrics = Metrics()
+    metrics.watch_files([FileState("queue")], lambda: 0)  # registered with a durable queue
     exposed: dict[str, set[str]] = {}
-    for family in Metrics().registry.collect():
+    for family in metrics.registry.collect():
         if family.name.startswith("process_"):
             continue
         suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")

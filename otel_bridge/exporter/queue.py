@@ -22,6 +22,11 @@ is its store's business. `MemoryStore` keeps them in process memory. `SqliteStor
 
 A crash anywhere leaves each call either in the file (sent again after restart, with the same id and
 started_at, so the upstream deduplicates) or accepted upstream: at least once, never lost.
+
+When the disk or the file fails: a write that cannot be committed refuses its puts (QueueError, "disk
+full at ..." when it is) and keeps its deletes for the next commit; a damaged file is set aside and
+replaced by its readable rows (sqlite_file.py), and take() counts the calls whose rows are gone as lost
+(`lost_calls`) instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from typing import Any, Protocol
 
 from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.exporter.envelope import body_size
-from otel_bridge.private_files import make_private_dirs, open_private
+from otel_bridge.private_files import make_private_dirs
+from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_damage, is_disk_full
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "QUEUE_FULL_RETRY_AFTER"]
 
@@ -73,6 +79,7 @@ class Store(Protocol):
 
     description: str
     durable: bool  # calls survive the process
+    state: FileState | None  # the file's health, where there is a file
 
     def recover(self) -> list[tuple[str, int, Any]]:
         """(project, size, ref) of every call kept from an earlier run, oldest first."""
@@ -80,7 +87,8 @@ class Store(Protocol):
     async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
         """Store the calls (durably, where the store is durable) and return their refs."""
 
-    async def load(self, refs: list[Any]) -> list[bytes]: ...
+    async def load(self, refs: list[Any]) -> list[bytes | None]:
+        """The calls; None for a call that was lost with a damaged file."""
 
     def remove(self, refs: Sequence[Any]) -> None:
         """Forget delivered calls. May complete after returning: a crash before then means a resend."""
@@ -93,6 +101,7 @@ class MemoryStore:
 
     description = "memory"
     durable = False
+    state: FileState | None = None
 
     def recover(self) -> list[tuple[str, int, Any]]:
         return []
@@ -100,7 +109,7 @@ class MemoryStore:
     async def append(self, calls: dict[str, list[bytes]]) -> dict[str, list[Any]]:
         return calls  # the calls are their own refs
 
-    async def load(self, refs: list[Any]) -> list[bytes]:
+    async def load(self, refs: list[Any]) -> list[bytes | None]:
         return refs
 
     def remove(self, refs: Sequence[Any]) -> None:
@@ -134,6 +143,38 @@ def _spans(sizes: Iterable[int]) -> list[tuple[int, int]]:
     """(start, end) of each call in their concatenation."""
     ends = list(accumulate(sizes))
     return list(zip([0, *ends[:-1]], ends))
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE call_groups (id INTEGER PRIMARY KEY, project TEXT NOT NULL, sizes BLOB NOT NULL, calls BLOB NOT NULL)"
+    )
+    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+
+def _whole_call_group(row: tuple[Any, ...]) -> bool:
+    """Whether a row read back from a damaged file is whole: its sizes add up to its calls."""
+    if len(row) != 4:
+        return False
+    _, project, sizes, calls = row
+    if not isinstance(project, str) or not isinstance(sizes, bytes) or not isinstance(calls, bytes) or len(sizes) % 4:
+        return False
+    return sum(_unpack_sizes(sizes)) == len(calls)
+
+
+def _run_transaction(db: sqlite3.Connection, statement: str, parameters: list[tuple[Any, ...]]) -> None:
+    db.execute("BEGIN")
+    try:
+        db.executemany(statement, parameters)
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk at COMMIT).
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
 
 
 class SqliteStore:
@@ -172,51 +213,89 @@ class SqliteStore:
                 f"exporter.queue.directory {str(directory)!r} is in use by another otel-bridge process; "
                 "give each bridge its own directory"
             ) from None
+        self.file = SqliteFile(
+            self.directory / self.FILE_NAME,
+            name="queue",
+            config_key="exporter.queue.directory",
+            schema=_create_schema,
+            tables={"call_groups": _whole_call_group},
+            synchronous="NORMAL",
+        )
+        self.state: FileState | None = self.file.state
+        self._db: sqlite3.Connection | None = None
         try:
-            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode.
-            open_private(self.directory / self.FILE_NAME).close()
-            self._db = self._connect(self.directory / self.FILE_NAME)
+            self._db = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc):
+                os.close(self._lock)
+                raise ConfigError(f"cannot open the queue {self.file.path} (exporter.queue.directory): {exc}") from None
+            # No file yet and no room for one: start anyway, refusing puts until there is (see _writable_db).
+            self.file.state.write_error = describe_error(exc, self.directory)
+            log.error("cannot create the queue: %s; Exports are refused until there is room", self.file.state.write_error)
         except BaseException:
             os.close(self._lock)
             raise
-        self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
+        self._next_id = 1
+        if self._db is not None:
+            self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
         self._remaining: dict[int, int] = {}  # row id -> its calls not yet removed
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-sqlite")
         self._inserts: list[tuple[list[tuple[int, str, bytes, bytes]], asyncio.Future[None]]] = []
         self._deletes: list[int] = []
         self._writer: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
+        return self._tuned(self.file.open())
+
+    def _tuned(self, db: sqlite3.Connection) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'call_groups'").fetchone()[0]
-            if tables and version != _SCHEMA_VERSION:
+            if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'call_groups'").fetchone()[0]:
                 raise ConfigError(
-                    f"{path} holds a queue of format {version}, this otel-bridge reads format {_SCHEMA_VERSION}: "
-                    "deliver it with the version that wrote it, or point exporter.queue.directory elsewhere"
+                    f"{self.file.path} is an SQLite file but not a queue: move it out of exporter.queue.directory"
                 )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.file.path} holds a queue of format {version}, this otel-bridge reads format "
+                    f"{_SCHEMA_VERSION}: deliver it with the version that wrote it, or point exporter.queue.directory elsewhere"
+                )
             # Deleted calls need not be overwritten with zeros (some builds default to it): it doubles the
             # cost of every delete, and the file holds the same calls until they are delivered anyway.
             db.execute("PRAGMA secure_delete=OFF")
             # Checkpoint (and fsync) every 64 MiB of WAL rather than 4 MiB; the WAL shrinks back after.
             db.execute("PRAGMA wal_autocheckpoint=16384")
             db.execute("PRAGMA journal_size_limit=67108864")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS call_groups "
-                "(id INTEGER PRIMARY KEY, project TEXT NOT NULL, sizes BLOB NOT NULL, calls BLOB NOT NULL)"
-            )
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            return db
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the queue {path} (exporter.queue.directory): {exc}") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _writable_db(self) -> sqlite3.Connection:
+        """The open file; opened (created) again when an earlier attempt found no room."""
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _repair(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """The file is damaged: set it aside, go on with what could be read of it."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._db = self._tuned(self.file.set_aside(str(exc)))
+        return self._db
 
     def recover(self) -> list[tuple[str, int, Any]]:
+        if self._db is None:
+            return []
+        query = "SELECT id, project, sizes FROM call_groups ORDER BY id"
+        try:
+            rows = self._db.execute(query).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            rows = self._repair(exc).execute(query).fetchall()
         recovered: list[tuple[str, int, Any]] = []
-        for row_id, project, packed in self._db.execute("SELECT id, project, sizes FROM call_groups ORDER BY id"):
+        for row_id, project, packed in rows:
             sizes = _unpack_sizes(packed)
             self._remaining[row_id] = len(sizes)
             recovered.extend((project, size, (row_id, start, end)) for size, (start, end) in zip(sizes, _spans(sizes)))
@@ -259,6 +338,7 @@ class SqliteStore:
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
+        state = self.file.state
         while self._inserts or self._deletes:
             inserts, self._inserts = self._inserts, []
             deletes, self._deletes = self._deletes, []
@@ -266,54 +346,98 @@ class SqliteStore:
             try:
                 await loop.run_in_executor(self._thread, self._commit, rows, deletes)
             except (sqlite3.Error, OSError) as exc:
+                reason = describe_error(exc, self.directory)
                 error = QueueError(
-                    f"cannot write the queue in {self.directory} (exporter.queue.directory): {exc}; retry later",
+                    f"cannot write the queue ({reason}; exporter.queue.directory): retry later",
                     retry_after=QUEUE_FULL_RETRY_AFTER,
                 )
-                if deletes:
-                    # Not deleting is safe: those calls are sent again after a restart, and deduplicated upstream.
-                    log.error("%s; delivered calls stay in the file", error)
+                if state.write_error != reason:
+                    log.error("cannot write the queue: %s; Exports are refused until it can be written", reason)
+                state.write_error = reason
                 for _, committed in inserts:
                     if not committed.done():
                         committed.set_exception(error)
+                # Rows not in the file: those that just failed, and those of puts waiting for the next commit.
+                absent = {row[0] for row in rows} | {row[0] for batch, _ in self._inserts for row in batch}
+                if is_disk_full(exc) and all(row_id in absent for row_id in self._remaining):
+                    # Everything in the file is delivered, but the disk is too full even to delete it (SQLite
+                    # appends every change to its WAL first): a new, empty file takes its place.
+                    await loop.run_in_executor(self._thread, self._start_over)
+                    continue
+                # Deletes not committed are kept for the next commit: on a full disk, the space they free is
+                # what lets puts in again. Alone, they are retried after a pause rather than in a loop.
+                self._deletes[:0] = deletes
+                if not self._inserts:
+                    await asyncio.sleep(QUEUE_FULL_RETRY_AFTER)
             else:
+                if state.write_error is not None:
+                    log.warning("the queue can be written again (it could not: %s)", state.write_error)
+                    state.write_error = None
                 for _, committed in inserts:
                     if not committed.done():
                         committed.set_result(None)
 
-    def _commit(self, rows: list[tuple[int, str, bytes, bytes]], deletes: list[int]) -> None:
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            if rows:
-                db.executemany("INSERT INTO call_groups (id, project, sizes, calls) VALUES (?, ?, ?, ?)", rows)
-            if deletes:
-                db.executemany("DELETE FROM call_groups WHERE id = ?", ((row_id,) for row_id in deletes))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def _start_over(self) -> None:
+        """Remove the file, whose every row is delivered; the next write creates a new one."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.file.path}{suffix}").unlink(missing_ok=True)
+        log.warning("the queue file held only delivered calls and the disk was full: removed it, a new one is started")
 
-    async def load(self, refs: list[Any]) -> list[bytes]:
+    def _commit(self, rows: list[tuple[int, str, bytes, bytes]], deletes: list[int]) -> None:
+        """Deletes first, in their own transaction: on a full disk their space is what lets the inserts in.
+        `deletes` is emptied once they are committed, so the caller keeps only those that were not."""
+        if deletes:
+            self._transaction("DELETE FROM call_groups WHERE id = ?", [(row_id,) for row_id in deletes])
+            deletes.clear()
+        if rows:
+            self._transaction("INSERT INTO call_groups (id, project, sizes, calls) VALUES (?, ?, ?, ?)", rows)
+
+    def _transaction(self, statement: str, parameters: list[tuple[Any, ...]]) -> None:
+        db = self._writable_db()
+        try:
+            _run_transaction(db, statement, parameters)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            _run_transaction(self._repair(exc), statement, parameters)
+
+    async def load(self, refs: list[Any]) -> list[bytes | None]:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._select, refs)
-        except sqlite3.Error as exc:
-            raise QueueError(f"cannot read the queue in {self.directory}: {exc}", retry_after=QUEUE_FULL_RETRY_AFTER) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise QueueError(
+                f"cannot read the queue ({describe_error(exc, self.directory)})", retry_after=QUEUE_FULL_RETRY_AFTER
+            ) from None
 
-    def _select(self, refs: list[Any]) -> list[bytes]:
+    def _select(self, refs: list[Any]) -> list[bytes | None]:
+        """The calls; None for those whose row is gone with a damaged file."""
         row_ids = list(dict.fromkeys(row_id for row_id, _, _ in refs))
+        try:
+            rows = self._rows(self._writable_db(), row_ids)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            rows = self._rows(self._repair(exc), row_ids)
+        return [rows[row_id][start:end] if row_id in rows else None for row_id, start, end in refs]
+
+    @staticmethod
+    def _rows(db: sqlite3.Connection, row_ids: list[int]) -> dict[int, bytes]:
         rows: dict[int, bytes] = {}
         for first in range(0, len(row_ids), _SELECT_CHUNK):
             chunk = row_ids[first : first + _SELECT_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows.update(self._db.execute(f"SELECT id, calls FROM call_groups WHERE id IN ({marks})", chunk).fetchall())
-        return [rows[row_id][start:end] for row_id, start, end in refs]
+            rows.update(db.execute(f"SELECT id, calls FROM call_groups WHERE id IN ({marks})", chunk).fetchall())
+        return rows
 
     async def close(self) -> None:
         """Commit what is pending (deletes of delivered calls), then close the file and release the directory."""
         while self._writer is not None and not self._writer.done():
             await self._writer
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        if self._db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown()
         os.close(self._lock)
 
@@ -352,6 +476,7 @@ class CallQueue:
         self._in_flight_since: dict[int, float] = {}  # id(batch) -> when its oldest call was put
         self._changed = asyncio.Event()
         self._flushing = False
+        self.lost_calls = 0  # calls lost with a damaged durable file
         # Calls kept from an earlier run are due at once: they have waited long enough.
         for project, nbytes, ref in store.recover():
             self._append(project, -math.inf, nbytes, ref)
@@ -493,25 +618,43 @@ class CallQueue:
         """Wait for a batch that is full or has waited `linger` seconds, and hold it in flight."""
         while True:
             project, wait = self._ready(max_calls, max_bytes, linger)
-            if project is not None:
-                break
-            self._changed.clear()
+            if project is None:
+                self._changed.clear()
+                try:
+                    # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancellation that arrives as the
+                    # event is set, and a consumer cancelled by drain() then waits on.
+                    async with asyncio.timeout(None if wait == math.inf else wait):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+                continue
+            entries = self._pop(project, max_calls, max_bytes)
             try:
-                # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancellation that arrives as the
-                # event is set, and a consumer cancelled by drain() then waits on.
-                async with asyncio.timeout(None if wait == math.inf else wait):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
-        entries = self._pop(project, max_calls, max_bytes)
-        try:
-            calls = await self.store.load([ref for _, _, ref in entries])
-        except BaseException:
-            self._restore(project, entries)
-            raise
-        batch = Batch(project, calls, [ref for _, _, ref in entries])
-        self._in_flight_since[id(batch)] = min(enqueued_at for enqueued_at, _, _ in entries)
-        return batch
+                loaded = await self.store.load([ref for _, _, ref in entries])
+            except BaseException:
+                self._restore(project, entries)
+                raise
+            kept = [(entry, call) for entry, call in zip(entries, loaded) if call is not None]
+            if len(kept) < len(entries):
+                self._lose(project, [entry for entry, call in zip(entries, loaded) if call is None])
+            if kept:
+                batch = Batch(project, [call for _, call in kept], [ref for (_, _, ref), _ in kept])
+                self._in_flight_since[id(batch)] = min(enqueued_at for (enqueued_at, _, _), _ in kept)
+                return batch
+
+    def _lose(self, project: str, entries: list[tuple[float, int, Any]]) -> None:
+        """Calls whose rows could not be read back from a damaged file (it is set aside, see sqlite_file)."""
+        nbytes = sum(size for _, size, _ in entries)
+        self._in_flight_bytes -= nbytes
+        self._in_flight_calls -= len(entries)
+        self._add_project_bytes({project: nbytes}, -1)
+        self.store.remove([ref for _, _, ref in entries])
+        self.lost_calls += len(entries)
+        log.error(
+            "%d calls of project %s could not be read back from the damaged queue file and are lost; "
+            "the file set aside may hold more (see the error above)", len(entries), project,
+        )
+        self._changed.set()
 
     def _pop(self, project: str, max_calls: int, max_bytes: int) -> list[tuple[float, int, Any]]:
         state = self._projects[project]

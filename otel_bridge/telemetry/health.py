@@ -2,8 +2,9 @@
 
     live   the process answers (a hung event loop answers nothing, and the probe times out)
     ready  every enabled receiver is listening, the queue is below its high-water mark
-           (telemetry.readiness.queue_high_water), and the upstream answered recently
-           (telemetry.readiness.upstream_grace; 0 leaves it out)
+           (telemetry.readiness.queue_high_water), the upstream answered recently
+           (telemetry.readiness.upstream_grace; 0 leaves it out), and the durable queue's files can be
+           written (a damaged file set aside is reported, but the bridge goes on with a new one)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 from otel_bridge.config import Readiness
 from otel_bridge.exporter.reachability import UpstreamHealth
+from otel_bridge.sqlite_file import FileState
 
 __all__ = ["Health", "Listener"]
 
@@ -31,8 +33,10 @@ class Health:
         queue_capacity: int,
         upstream: UpstreamHealth,
         config: Readiness,
+        files: Sequence[FileState] = (),
     ) -> None:
         self._receivers = receivers
+        self._files = files
         self._queue_size = queue_size
         self._high_water = int(queue_capacity * config.queue_high_water)
         self._upstream = upstream
@@ -54,5 +58,10 @@ class Health:
                 "failing": self._upstream.failing,
                 "seconds_since_answer": round(self._upstream.seconds_since_answer(), 3),
                 "grace_seconds": self._grace,
+            }
+        if self._files:
+            checks["files"] = {
+                "ok": all(f.write_error is None for f in self._files),
+                **{f.name: {"write_error": f.write_error, "set_aside": f.set_aside} for f in self._files},
             }
         return all(check["ok"] for check in checks.values()), checks

@@ -12,12 +12,14 @@ and in the plain Tally the degraded-delivery log reads. The queue's gauges read 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otel_bridge import __version__
+from otel_bridge.sqlite_file import FileState
 
 __all__ = ["DecodeReport", "ExporterReport", "KafkaReport", "Metrics", "ReceiverReport", "Tally", "total"]
 
@@ -170,6 +172,33 @@ class Metrics:
         self.queue_size_calls.set_function(size_calls)
         self.blocked_projects.set_function(blocked_projects)
         self.queue_capacity_bytes.set(capacity_bytes)
+
+    def watch_files(self, files: Sequence[FileState], lost_calls: Callable[[], float]) -> None:
+        """The durable queue's files (queue, pending), read when scraped."""
+        self.registry.register(_FileCollector(files, lost_calls))
+
+
+class _FileCollector:
+    def __init__(self, files: Sequence[FileState], lost_calls: Callable[[], float]) -> None:
+        self._files = files
+        self._lost_calls = lost_calls
+
+    def collect(self) -> Iterator[Metric]:
+        failing = GaugeMetricFamily(
+            "otelbridge_queue_file_write_failing", "1 while the file cannot be written (disk full, I/O error).", labels=["file"]
+        )
+        set_aside = CounterMetricFamily(
+            "otelbridge_queue_file_set_aside", "Damaged files renamed aside and replaced by what could be read.", labels=["file"]
+        )
+        for state in self._files:
+            failing.add_metric([state.name], 1.0 if state.write_error else 0.0)
+            set_aside.add_metric([state.name], len(state.set_aside))
+        yield failing
+        yield set_aside
+        yield CounterMetricFamily(
+            "otelbridge_queue_lost_calls", "Calls lost with a damaged queue file: they could not be read back.",
+            value=self._lost_calls(),
+        )
 
 
 class ReceiverReport:

@@ -10,15 +10,21 @@ crash between the two sends the call again (same id: the upstream keeps one) rat
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from otel_bridge.private_files import make_private_dirs, open_private
+from otel_bridge.errors import ConfigError, QueueError
+from otel_bridge.private_files import make_private_dirs
+from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_damage, is_disk_full
 
 __all__ = ["Pending", "PendingStore", "open_pending"]
+
+log = logging.getLogger("otel_bridge.traces.pending")
 
 LOG, CALL = "log", "call"
 
@@ -38,58 +44,146 @@ class Pending:
         return len(self.data)
 
 
+_TABLE = (
+    "CREATE TABLE pending (row INTEGER PRIMARY KEY, kind TEXT NOT NULL, trace_id TEXT NOT NULL,"
+    " span_id TEXT NOT NULL, project TEXT NOT NULL, arrived REAL NOT NULL, data BLOB NOT NULL)"
+)
+
+
+def _whole_row(row: tuple[Any, ...]) -> bool:
+    """Whether a row read back from a damaged file is whole."""
+    return (
+        len(row) == 7
+        and isinstance(row[0], int)
+        and row[1] in (LOG, CALL)
+        and all(isinstance(value, str) for value in row[2:5])
+        and isinstance(row[5], float)
+        and isinstance(row[6], bytes)
+    )
+
+
 class PendingStore:
     """In memory when `path` is None. Writes run in one thread; reads happen once, at start."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.durable = path is not None
+        self.state: FileState | None = None
         self._next_row = 1
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._deletes: list[int] = []  # rows whose delete could not be committed yet
         if path is not None:
-            # Created owner-only before SQLite opens it, so its -wal and -shm files get the same mode.
             make_private_dirs(path.parent)
-            open_private(path).close()
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS pending (row INTEGER PRIMARY KEY, kind TEXT NOT NULL, trace_id TEXT NOT NULL,"
-                " span_id TEXT NOT NULL, project TEXT NOT NULL, arrived REAL NOT NULL, data BLOB NOT NULL)"
+            self._file = SqliteFile(
+                path,
+                name="pending",
+                config_key="exporter.queue.directory",
+                schema=lambda db: db.execute(_TABLE),
+                tables={"pending": _whole_row},
+                synchronous="FULL",
             )
-            last = self._db.execute("SELECT MAX(row) FROM pending").fetchone()[0]
-            self._next_row = (last or 0) + 1
+            self.state = self._file.state
+            try:
+                self._db = self._file.open()
+            except (sqlite3.Error, OSError) as exc:
+                if not is_disk_full(exc):
+                    raise ConfigError(f"cannot open {path} (exporter.queue.directory): {exc}") from None
+                # No file yet and no room for one: adds are refused until there is (see _writable_db).
+                self.state.write_error = describe_error(exc, path.parent)
+            if self._db is not None:
+                last = self._db.execute("SELECT MAX(row) FROM pending").fetchone()[0]
+                self._next_row = (last or 0) + 1
 
     def recover(self) -> list[Pending]:
         if self._db is None:
             return []
-        rows = self._db.execute("SELECT row, kind, trace_id, span_id, project, arrived, data FROM pending ORDER BY row")
+        query = "SELECT row, kind, trace_id, span_id, project, arrived, data FROM pending ORDER BY row"
+        try:
+            rows = self._db.execute(query).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            rows = self._repair(exc).execute(query).fetchall()
         return [Pending(kind, t, s, p, a, bytes(d), row) for row, kind, t, s, p, a, d in rows]
 
     async def add(self, entries: list[Pending]) -> None:
-        """Give each entry its row and store them all, committed before this returns."""
+        """Give each entry its row and store them all, committed before this returns; QueueError if they
+        cannot be stored (a full disk): the Export is refused, to be retried."""
         for entry in entries:
             entry.row = self._next_row
             self._next_row += 1
-        if self._db is not None and entries:
-            await asyncio.to_thread(self._write, entries, ())
+        if self.path is not None and entries:
+            try:
+                await asyncio.to_thread(self._write, entries)
+            except (sqlite3.Error, OSError) as exc:
+                raise QueueError(
+                    f"cannot write {self.path} ({self._failed(exc)}; exporter.queue.directory): retry later",
+                    retry_after=1.0,
+                ) from None
 
     async def remove(self, rows: Iterable[int]) -> None:
-        rows = list(rows)
-        if self._db is not None and rows:
-            await asyncio.to_thread(self._write, (), rows)
+        """Forget rows. A delete that cannot be committed now is kept for the next write: the row is
+        read back at the next start, and its call sent again (the upstream keeps one)."""
+        self._deletes.extend(rows)
+        if self.path is not None and self._deletes:
+            try:
+                await asyncio.to_thread(self._write, ())
+            except (sqlite3.Error, OSError) as exc:
+                self._failed(exc)
 
-    def _write(self, entries: Iterable[Pending], rows: Iterable[int]) -> None:
-        assert self._db is not None
+    def _failed(self, exc: BaseException) -> str:
+        assert self.state is not None and self.path is not None
+        reason = describe_error(exc, self.path.parent)
+        if self.state.write_error != reason:
+            log.error("cannot write %s: %s", self.path, reason)
+        self.state.write_error = reason
+        return reason
+
+    def _write(self, entries: Iterable[Pending]) -> None:
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(e.row, e.kind, e.trace_id, e.span_id, e.project, e.arrived, e.data) for e in entries],
-            )
-            self._db.executemany("DELETE FROM pending WHERE row = ?", [(row,) for row in rows])
-            self._db.execute("COMMIT")
+            deletes, self._deletes = self._deletes, []
+            rows = [(e.row, e.kind, e.trace_id, e.span_id, e.project, e.arrived, e.data) for e in entries]
+            try:
+                try:
+                    self._transaction(self._writable_db(), rows, deletes)
+                except sqlite3.DatabaseError as exc:
+                    if not is_damage(exc):
+                        raise
+                    self._transaction(self._repair(exc), rows, deletes)
+            except BaseException:
+                self._deletes[:0] = deletes
+                raise
+            if self.state is not None and self.state.write_error is not None:
+                log.warning("%s can be written again (it could not: %s)", self.path, self.state.write_error)
+                self.state.write_error = None
+
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, rows: list[tuple[Any, ...]], deletes: list[int]) -> None:
+        db.execute("BEGIN")
+        try:
+            db.executemany("DELETE FROM pending WHERE row = ?", [(row,) for row in deletes])
+            db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite has already rolled back after some errors (a full disk at COMMIT)
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+
+    def _writable_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._file.open()
+        return self._db
+
+    def _repair(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._db = self._file.set_aside(str(exc))
+        return self._db
 
     def close(self) -> None:
         if self._db is not None:
