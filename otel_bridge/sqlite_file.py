@@ -2,10 +2,11 @@
 store): created whole, checked when opened, and set aside when damaged, so that a damaged file never
 stops the bridge and never silently loses what it holds.
 
-    open_file(path)  -> the file checked (PRAGMA quick_check) and open; a damaged one is renamed aside to
-                        PATH.damaged-<UTC time> with its -wal, and the rows that can still be read are copied
-                        into a new file in its place
-    set_aside(...)   -> the same, for damage found while running
+    use(work)          -> work(connection) on the file, opened when first used: checked (PRAGMA quick_check),
+                          a damaged one renamed aside to PATH.damaged-<UTC time> with its -wal and the rows
+                          that can still be read copied into a new file in its place; damage that work meets
+                          while running is set aside the same way, and work runs again on the new file
+    transaction(steps) -> statements committed together through use(), rolled back as a whole
 
 A new file is built under a temporary name and renamed into place, so a file that is empty or not a
 database at PATH was damaged (truncated, overwritten), not half-created. The files are opened in
@@ -21,7 +22,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from otel_bridge.private_files import open_private
 __all__ = ["FileState", "SqliteFile", "describe_error", "is_damage", "is_disk_full"]
 
 log = logging.getLogger("otel_bridge.sqlite_file")
+
+T = TypeVar("T")
 
 # Error codes that mean the file's content is wrong (not the disk, not a lock).
 _DAMAGE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB} if hasattr(sqlite3, "SQLITE_CORRUPT") else {11, 26}
@@ -84,6 +87,7 @@ class SqliteFile:
         schema: Callable[[sqlite3.Connection], object],
         tables: dict[str, Callable[[tuple[Any, ...]], bool]],
         synchronous: str,
+        prepare: Callable[[sqlite3.Connection], object] = lambda db: None,
     ) -> None:
         self.path = path
         self.state = FileState(name)
@@ -91,8 +95,51 @@ class SqliteFile:
         self._schema = schema
         self._tables = tables  # table -> valid(row)
         self._synchronous = synchronous
+        self._prepare = prepare  # checks and settings for each connection to a whole file; may raise
+        self._db: sqlite3.Connection | None = None
 
-    def open(self) -> sqlite3.Connection:
+    @property
+    def opened(self) -> bool:
+        return self._db is not None
+
+    def use(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """work(connection). The file is opened first if it is not yet (again after a full disk kept it
+        from being created); when work finds it damaged, it is set aside and work runs on the new file."""
+        if self._db is None:
+            self._db = self._prepared(self._open())
+        try:
+            return work(self._db)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            self.close()
+            self._db = self._prepared(self._set_aside(str(exc)))
+            return work(self._db)
+
+    def transaction(self, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Each (statement, parameter rows) of `steps`, committed together or not at all."""
+        self.use(lambda db: _transaction(db, steps))
+
+    def remove(self) -> None:
+        """Close and delete the file; the next use() creates a new one."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _prepared(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self) -> sqlite3.Connection:
         """The file, checked; a damaged one is set aside and replaced by what could be read of it.
         Raises sqlite3.Error/OSError when no file can be opened (a full disk and no file yet)."""
         if not self.path.exists():
@@ -109,9 +156,9 @@ class SqliteFile:
                 raise
             problem = str(exc)
         db.close()
-        return self.set_aside(problem)
+        return self._set_aside(problem)
 
-    def set_aside(self, problem: str) -> sqlite3.Connection:
+    def _set_aside(self, problem: str) -> sqlite3.Connection:
         """Rename the damaged file aside (closed by the caller) and open a new one with its readable rows."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
@@ -196,6 +243,22 @@ class SqliteFile:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL is entered: no -shm file
         return db
+
+
+def _transaction(db: sqlite3.Connection, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    db.execute("BEGIN")
+    try:
+        for statement, parameters in steps:
+            db.executemany(statement, parameters)
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk at COMMIT).
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
 
 
 def _enter_wal(db: sqlite3.Connection, synchronous: str) -> None:

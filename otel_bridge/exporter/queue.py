@@ -51,7 +51,7 @@ from typing import Any, Protocol
 from otel_bridge.errors import ConfigError, OversizedRequestError, QueueError, QueueFullError
 from otel_bridge.exporter.envelope import body_size
 from otel_bridge.private_files import make_private_dirs
-from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_damage, is_disk_full
+from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_disk_full
 
 __all__ = ["Batch", "CallQueue", "MemoryStore", "SqliteStore", "open_queue", "QUEUE_FULL_RETRY_AFTER"]
 
@@ -162,21 +162,6 @@ def _whole_call_group(row: tuple[Any, ...]) -> bool:
     return sum(_unpack_sizes(sizes)) == len(calls)
 
 
-def _run_transaction(db: sqlite3.Connection, statement: str, parameters: list[tuple[Any, ...]]) -> None:
-    db.execute("BEGIN")
-    try:
-        db.executemany(statement, parameters)
-        db.execute("COMMIT")
-    except BaseException:
-        # SQLite has already rolled back after some errors (a full disk at COMMIT).
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        raise
-
-
 class SqliteStore:
     """Calls in `<directory>/queue.sqlite3`, WAL mode, synchronous=NORMAL: a committed put survives the
     process being killed (kill -9, OOM); the last commits may be lost if the machine itself crashes.
@@ -220,80 +205,48 @@ class SqliteStore:
             schema=_create_schema,
             tables={"call_groups": _whole_call_group},
             synchronous="NORMAL",
+            prepare=self._check_and_tune,
         )
         self.state: FileState | None = self.file.state
-        self._db: sqlite3.Connection | None = None
+        self._next_id = 1
         try:
-            self._db = self._open()
+            self._next_id += self.file.use(lambda db: db.execute("SELECT max(id) FROM call_groups").fetchone()[0]) or 0
         except (sqlite3.Error, OSError) as exc:
             if not is_disk_full(exc):
                 os.close(self._lock)
                 raise ConfigError(f"cannot open the queue {self.file.path} (exporter.queue.directory): {exc}") from None
-            # No file yet and no room for one: start anyway, refusing puts until there is (see _writable_db).
+            # No file yet and no room for one: start anyway, refusing puts until there is (use() tries again).
             self.file.state.write_error = describe_error(exc, self.directory)
             log.error("cannot create the queue: %s; Exports are refused until there is room", self.file.state.write_error)
         except BaseException:
             os.close(self._lock)
             raise
-        self._next_id = 1
-        if self._db is not None:
-            self._next_id = (self._db.execute("SELECT max(id) FROM call_groups").fetchone()[0] or 0) + 1
         self._remaining: dict[int, int] = {}  # row id -> its calls not yet removed
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-sqlite")
         self._inserts: list[tuple[list[tuple[int, str, bytes, bytes]], asyncio.Future[None]]] = []
         self._deletes: list[int] = []
         self._writer: asyncio.Task[None] | None = None
 
-    def _open(self) -> sqlite3.Connection:
-        return self._tuned(self.file.open())
-
-    def _tuned(self, db: sqlite3.Connection) -> sqlite3.Connection:
-        try:
-            if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'call_groups'").fetchone()[0]:
-                raise ConfigError(
-                    f"{self.file.path} is an SQLite file but not a queue: move it out of exporter.queue.directory"
-                )
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.file.path} holds a queue of format {version}, this otel-bridge reads format "
-                    f"{_SCHEMA_VERSION}: deliver it with the version that wrote it, or point exporter.queue.directory elsewhere"
-                )
-            # Deleted calls need not be overwritten with zeros (some builds default to it): it doubles the
-            # cost of every delete, and the file holds the same calls until they are delivered anyway.
-            db.execute("PRAGMA secure_delete=OFF")
-            # Checkpoint (and fsync) every 64 MiB of WAL rather than 4 MiB; the WAL shrinks back after.
-            db.execute("PRAGMA wal_autocheckpoint=16384")
-            db.execute("PRAGMA journal_size_limit=67108864")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _writable_db(self) -> sqlite3.Connection:
-        """The open file; opened (created) again when an earlier attempt found no room."""
-        if self._db is None:
-            self._db = self._open()
-        return self._db
-
-    def _repair(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
-        """The file is damaged: set it aside, go on with what could be read of it."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self._db = self._tuned(self.file.set_aside(str(exc)))
-        return self._db
+    def _check_and_tune(self, db: sqlite3.Connection) -> None:
+        if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'call_groups'").fetchone()[0]:
+            raise ConfigError(f"{self.file.path} is an SQLite file but not a queue: move it out of exporter.queue.directory")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != _SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.file.path} holds a queue of format {version}, this otel-bridge reads format "
+                f"{_SCHEMA_VERSION}: deliver it with the version that wrote it, or point exporter.queue.directory elsewhere"
+            )
+        # Deleted calls need not be overwritten with zeros (some builds default to it): it doubles the
+        # cost of every delete, and the file holds the same calls until they are delivered anyway.
+        db.execute("PRAGMA secure_delete=OFF")
+        # Checkpoint (and fsync) every 64 MiB of WAL rather than 4 MiB; the WAL shrinks back after.
+        db.execute("PRAGMA wal_autocheckpoint=16384")
+        db.execute("PRAGMA journal_size_limit=67108864")
 
     def recover(self) -> list[tuple[str, int, Any]]:
-        if self._db is None:
+        if not self.file.opened:
             return []
-        query = "SELECT id, project, sizes FROM call_groups ORDER BY id"
-        try:
-            rows = self._db.execute(query).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            rows = self._repair(exc).execute(query).fetchall()
+        rows = self.file.use(lambda db: db.execute("SELECT id, project, sizes FROM call_groups ORDER BY id").fetchall())
         recovered: list[tuple[str, int, Any]] = []
         for row_id, project, packed in rows:
             sizes = _unpack_sizes(packed)
@@ -379,30 +332,17 @@ class SqliteStore:
 
     def _start_over(self) -> None:
         """Remove the file, whose every row is delivered; the next write creates a new one."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.file.path}{suffix}").unlink(missing_ok=True)
+        self.file.remove()
         log.warning("the queue file held only delivered calls and the disk was full: removed it, a new one is started")
 
     def _commit(self, rows: list[tuple[int, str, bytes, bytes]], deletes: list[int]) -> None:
         """Deletes first, in their own transaction: on a full disk their space is what lets the inserts in.
         `deletes` is emptied once they are committed, so the caller keeps only those that were not."""
         if deletes:
-            self._transaction("DELETE FROM call_groups WHERE id = ?", [(row_id,) for row_id in deletes])
+            self.file.transaction([("DELETE FROM call_groups WHERE id = ?", [(row_id,) for row_id in deletes])])
             deletes.clear()
         if rows:
-            self._transaction("INSERT INTO call_groups (id, project, sizes, calls) VALUES (?, ?, ?, ?)", rows)
-
-    def _transaction(self, statement: str, parameters: list[tuple[Any, ...]]) -> None:
-        db = self._writable_db()
-        try:
-            _run_transaction(db, statement, parameters)
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            _run_transaction(self._repair(exc), statement, parameters)
+            self.file.transaction([("INSERT INTO call_groups (id, project, sizes, calls) VALUES (?, ?, ?, ?)", rows)])
 
     async def load(self, refs: list[Any]) -> list[bytes | None]:
         try:
@@ -415,12 +355,7 @@ class SqliteStore:
     def _select(self, refs: list[Any]) -> list[bytes | None]:
         """The calls; None for those whose row is gone with a damaged file."""
         row_ids = list(dict.fromkeys(row_id for row_id, _, _ in refs))
-        try:
-            rows = self._rows(self._writable_db(), row_ids)
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            rows = self._rows(self._repair(exc), row_ids)
+        rows = self.file.use(lambda db: self._rows(db, row_ids))
         return [rows[row_id][start:end] if row_id in rows else None for row_id, start, end in refs]
 
     @staticmethod
@@ -436,8 +371,7 @@ class SqliteStore:
         """Commit what is pending (deletes of delivered calls), then close the file and release the directory."""
         while self._writer is not None and not self._writer.done():
             await self._writer
-        if self._db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.file.close)
         self._thread.shutdown()
         os.close(self._lock)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from otel_bridge.errors import ConfigError, QueueError
 from otel_bridge.private_files import make_private_dirs
-from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_damage, is_disk_full
+from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_disk_full
 
 __all__ = ["Pending", "PendingStore", "open_pending"]
 
@@ -70,7 +70,7 @@ class PendingStore:
         self.durable = path is not None
         self.state: FileState | None = None
         self._next_row = 1
-        self._db: sqlite3.Connection | None = None
+        self._file: SqliteFile | None = None
         self._lock = threading.Lock()
         self._deletes: list[int] = []  # rows whose delete could not be committed yet
         if path is not None:
@@ -85,26 +85,18 @@ class PendingStore:
             )
             self.state = self._file.state
             try:
-                self._db = self._file.open()
+                self._next_row += self._file.use(lambda db: db.execute("SELECT MAX(row) FROM pending").fetchone()[0]) or 0
             except (sqlite3.Error, OSError) as exc:
                 if not is_disk_full(exc):
                     raise ConfigError(f"cannot open {path} (exporter.queue.directory): {exc}") from None
-                # No file yet and no room for one: adds are refused until there is (see _writable_db).
+                # No file yet and no room for one: adds are refused until there is (use() tries again).
                 self.state.write_error = describe_error(exc, path.parent)
-            if self._db is not None:
-                last = self._db.execute("SELECT MAX(row) FROM pending").fetchone()[0]
-                self._next_row = (last or 0) + 1
 
     def recover(self) -> list[Pending]:
-        if self._db is None:
+        if self._file is None or not self._file.opened:
             return []
         query = "SELECT row, kind, trace_id, span_id, project, arrived, data FROM pending ORDER BY row"
-        try:
-            rows = self._db.execute(query).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            rows = self._repair(exc).execute(query).fetchall()
+        rows = self._file.use(lambda db: db.execute(query).fetchall())
         return [Pending(kind, t, s, p, a, bytes(d), row) for row, kind, t, s, p, a, d in rows]
 
     async def add(self, entries: list[Pending]) -> None:
@@ -113,7 +105,7 @@ class PendingStore:
         for entry in entries:
             entry.row = self._next_row
             self._next_row += 1
-        if self.path is not None and entries:
+        if self._file is not None and entries:
             try:
                 await asyncio.to_thread(self._write, entries)
             except (sqlite3.Error, OSError) as exc:
@@ -126,7 +118,7 @@ class PendingStore:
         """Forget rows. A delete that cannot be committed now is kept for the next write: the row is
         read back at the next start, and its call sent again (the upstream keeps one)."""
         self._deletes.extend(rows)
-        if self.path is not None and self._deletes:
+        if self._file is not None and self._deletes:
             try:
                 await asyncio.to_thread(self._write, ())
             except (sqlite3.Error, OSError) as exc:
@@ -141,16 +133,15 @@ class PendingStore:
         return reason
 
     def _write(self, entries: Iterable[Pending]) -> None:
+        assert self._file is not None
         with self._lock:
             deletes, self._deletes = self._deletes, []
             rows = [(e.row, e.kind, e.trace_id, e.span_id, e.project, e.arrived, e.data) for e in entries]
             try:
-                try:
-                    self._transaction(self._writable_db(), rows, deletes)
-                except sqlite3.DatabaseError as exc:
-                    if not is_damage(exc):
-                        raise
-                    self._transaction(self._repair(exc), rows, deletes)
+                self._file.transaction([
+                    ("DELETE FROM pending WHERE row = ?", [(row,) for row in deletes]),
+                    ("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)", rows),
+                ])
             except BaseException:
                 self._deletes[:0] = deletes
                 raise
@@ -158,37 +149,9 @@ class PendingStore:
                 log.warning("%s can be written again (it could not: %s)", self.path, self.state.write_error)
                 self.state.write_error = None
 
-    @staticmethod
-    def _transaction(db: sqlite3.Connection, rows: list[tuple[Any, ...]], deletes: list[int]) -> None:
-        db.execute("BEGIN")
-        try:
-            db.executemany("DELETE FROM pending WHERE row = ?", [(row,) for row in deletes])
-            db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite has already rolled back after some errors (a full disk at COMMIT)
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            raise
-
-    def _writable_db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = self._file.open()
-        return self._db
-
-    def _repair(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self._db = self._file.set_aside(str(exc))
-        return self._db
-
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._file is not None:
+            self._file.close()
 
 
 def open_pending(directory: str | None) -> PendingStore:
