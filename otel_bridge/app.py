@@ -30,7 +30,7 @@ from otel_bridge.exporter.queue import CallQueue, open_queue
 from otel_bridge.receiver.grpc import GrpcTraceReceiver
 from otel_bridge.receiver.http import build_http_receiver
 from otel_bridge.telemetry.metrics import Metrics
-from otel_bridge.telemetry.server import telemetry_app
+from otel_bridge.telemetry.server import telemetry_routes
 from otel_bridge.traces import TraceStage
 from otel_bridge.traces.pending import open_pending
 
@@ -176,10 +176,9 @@ class Bridge:
         endpoint = settings.telemetry.endpoint
         self.telemetry = None
         if endpoint:
-            app = telemetry_app(self.health, self.metrics)
             self.telemetry = HttpServer(
                 "telemetry endpoint",
-                app,
+                telemetry_routes(self.health, self.metrics),
                 endpoint,
                 config_key="telemetry.endpoint",
                 max_connections=TELEMETRY_MAX_CONNECTIONS,

@@ -1,4 +1,4 @@
-"""Accepting TCP connections for an aiohttp server: at most `max_connections` open at once, and a listener
+"""Accepting TCP connections for an HTTP server (otel_bridge/http_server.py): at most `max_connections` open at once, and a listener
 that rides out a process short of file descriptors instead of flooding the log.
 
 asyncio's own accept loop (loop.create_server) does neither: at the fd limit every failed accept() is logged

@@ -1,4 +1,4 @@
-"""OTLP/HTTP: POST /v1/traces and /v1/logs on aiohttp, protobuf or JSON, plain, gzip or deflate.
+"""OTLP/HTTP: POST /v1/traces and /v1/logs, protobuf or JSON, plain, gzip or deflate.
 
 A thin adapter over Pipeline.export, the one the gRPC receiver calls: it picks a codec from the
 Content-Type, answers in the request's encoding, and turns each failure into the OTLP/HTTP status:
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -30,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otel_bridge.config import HttpReceiver
 from otel_bridge.errors import BadRequestError, ProjectRefusedError, QueueError
 from otel_bridge.receiver.status import http_headers, status_of
-from otel_bridge.http_server import HttpServer
+from otel_bridge.http_server import HttpServer, Request, Response, Routes
 from otel_bridge.decode.logs import parse_otlp_logs_json
 from otel_bridge.decode.otlp import parse_otlp_json
 from otel_bridge.pipeline import Pipeline
@@ -39,7 +38,7 @@ from otel_bridge.receiver.auth import UNAUTHENTICATED_MESSAGE, BearerToken
 from otel_bridge.receiver.inflate import InflateError, TooLargeError, inflate
 from otel_bridge.receiver.tls import server_ssl_context
 
-__all__ = ["TRACES_PATH", "LOGS_PATH", "build_http_receiver", "otlp_http_app"]
+__all__ = ["TRACES_PATH", "LOGS_PATH", "build_http_receiver", "otlp_http_routes"]
 
 TRACES_PATH = "/v1/traces"
 LOGS_PATH = "/v1/logs"
@@ -97,23 +96,23 @@ class _Refused(Exception):
         self.headers = headers
 
 
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=message, headers=headers)
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, message.encode(), headers=headers)
 
 
-def _status(codec: _Codec, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _status(codec: _Codec, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     # OTLP/HTTP: an error body is a google.rpc.Status in the request's encoding.
     body = codec.encode(status_pb2.Status(code=_GRPC_CODE[status], message=message))
-    return web.Response(status=status, body=body, content_type=codec.content_type, headers=headers)
+    return Response(status, body, codec.content_type, headers)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     too_large = _Refused(413, "too_large", f"request body over {limit} bytes (receiver.http.max_request_body_size_mib)")
     if request.content_length is not None and request.content_length > limit:
         raise too_large  # refused before reading a byte of it
     chunks = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in request.body_chunks():
         size += len(chunk)
         if size > limit:
             raise too_large
@@ -139,23 +138,23 @@ def _to_protobuf(body: bytes, encoding: str, codec: _Codec, limit: int, logs: bo
         raise _Refused(400, "bad_request", str(exc)) from None
 
 
-def otlp_http_app(
+def otlp_http_routes(
     pipeline: Pipeline, *, max_body_bytes: int, token: BearerToken | None, read_timeout: float = 60.0
-) -> web.Application:
+) -> Routes:
     report = pipeline.metrics.receiver("http")
 
-    async def export(request: web.Request) -> web.Response:
+    async def export(request: Request) -> Response:
         if request.method != "POST":
             return _text(405, _METHOD_NOT_ALLOWED, {"Allow": "POST"})
         started = time.perf_counter()
         codec = _CODECS.get(request.content_type)
         logs = request.path == LOGS_PATH
         try:
-            if token is not None and not token.accepts(request.headers.get("Authorization")):
+            if token is not None and not token.accepts(request.headers.get("authorization")):
                 raise _Refused(401, "unauthenticated", UNAUTHENTICATED_MESSAGE, {"WWW-Authenticate": "Bearer"})
             if codec is None:
                 raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_TYPE)
-            encoding = request.headers.get("Content-Encoding", "").strip().lower()
+            encoding = request.headers.get("content-encoding", "").strip().lower()
             if encoding not in _IDENTITY and encoding not in _DECOMPRESS_WBITS:
                 raise _Refused(415, "unsupported_media_type", _UNSUPPORTED_ENCODING.format(encoding))
             try:
@@ -172,21 +171,19 @@ def otlp_http_app(
             try:
                 if logs:
                     await pipeline.export_logs(data, transport="http")
-                    return web.Response(body=codec.encode(ExportLogsServiceResponse()), content_type=codec.content_type)
+                    return Response(200, codec.encode(ExportLogsServiceResponse()), codec.content_type)
                 result = await pipeline.export(data, header_project=request.headers.get(PROJECT_HEADER), transport="http")
             except BadRequestError as exc:  # protobuf bytes that do not decode
                 raise _Refused(400, "bad_request", str(exc)) from None
             except (QueueError, ProjectRefusedError) as exc:  # counted by the pipeline, as refused spans
                 status = status_of(exc)
                 body = codec.encode(status_pb2.Status(code=status.grpc_code.value[0], message=status.message))
-                return web.Response(
-                    status=status.http_status, body=body, content_type=codec.content_type, headers=http_headers(status)
-                )
+                return Response(status.http_status, body, codec.content_type, http_headers(status))
             response = ExportTraceServiceResponse()
             if result.error_message:  # rejections, or limits hit: with 0 rejected, OTLP reads it as a warning
                 response.partial_success.rejected_spans = result.rejected_spans
                 response.partial_success.error_message = result.error_message
-            return web.Response(body=codec.encode(response), content_type=codec.content_type)
+            return Response(200, codec.encode(response), codec.content_type)
         except _Refused as refused:
             report.request_refused(refused.reason)
             if codec is None or refused.status == 415:
@@ -195,10 +192,7 @@ def otlp_http_app(
         finally:
             report.request_took(time.perf_counter() - started)
 
-    app = web.Application()
-    app.router.add_route("*", TRACES_PATH, export)
-    app.router.add_route("*", LOGS_PATH, export)
-    return app
+    return {TRACES_PATH: (None, export), LOGS_PATH: (None, export)}  # None: export answers 405 itself
 
 
 def build_http_receiver(
@@ -213,7 +207,7 @@ def build_http_receiver(
     """The OTLP/HTTP receiver as configured; TLS files are read here, so a bad one fails before any port opens."""
     ssl_context = server_ssl_context(config.tls, "receiver.http") if config.tls else None
     token = BearerToken(config.auth.bearer_token.get_secret_value()) if config.auth else None
-    app = otlp_http_app(
+    routes = otlp_http_routes(
         pipeline,
         max_body_bytes=config.max_request_body_size_mib * 1024 * 1024,
         token=token,
@@ -221,7 +215,7 @@ def build_http_receiver(
     )
     return HttpServer(
         "OTLP/HTTP receiver",
-        app,
+        routes,
         config.endpoint,
         config_key="receiver.http.endpoint",
         ssl_context=ssl_context,
