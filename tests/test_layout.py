@@ -15,7 +15,7 @@ ALLOWED = {
     "decode": {"config"} | LEAVES,
     "mapping": {"decode.decoded", "decode.otlp"} | LEAVES,
     "exporter": {"config", "telemetry.metrics"} | LEAVES,
-    "telemetry": {"config", "exporter.reachability"} | LEAVES,
+    "telemetry": {"config", "exporter.reachability", "http_server"} | LEAVES,
     "traces": {"config", "decode.logs", "mapping", "exporter.queue", "telemetry.metrics"} | LEAVES,
     "pipeline": {"config", "decode", "mapping", "traces", "exporter.queue", "telemetry"} | LEAVES,
     "receiver": {"config", "pipeline", "http_server", "decode.otlp", "decode.logs", "exporter.dead_letter"} | LEAVES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 
 import grpc
 import httpx
@@ -181,3 +182,25 @@ def test_bad_tls_files_fail_before_any_port_opens(certs, receiver, tls, message)
     with pytest.raises(ConfigError) as raised:
         asyncio.run(build())
     assert message in str(raised.value)
+
+
+def test_an_https_upstream_is_verified_against_the_trusted_cas(certs, start_bridge, monkeypatch, caplog):
+    """A plain-http upstream skips loading the CA bundle; an https one is still verified, with SSL_CERT_FILE."""
+    from upstream import UpstreamServer
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certs.server.cert), str(certs.server.key))
+    with UpstreamServer(api_key=API_KEY, ssl_context=context) as upstream:
+        assert upstream.url.startswith("https://")
+        untrusted = start_bridge(bridge_settings(upstream))
+        _grpc_export(untrusted.grpc_endpoint)
+        deadline = time.monotonic() + 10
+        while "CERTIFICATE_VERIFY_FAILED" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text[-2000:]
+            time.sleep(0.05)
+        assert upstream.calls == []
+        untrusted.stop()
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))  # the test CA trusted, as a user would
+        trusted = start_bridge(bridge_settings(upstream))
+        _grpc_export(trusted.grpc_endpoint)
+        assert [call["op_name"] for call in upstream.wait_for_calls(1)] == ["s"]

@@ -104,8 +104,11 @@ class UpstreamServer:
       retry_after: Retry-After header value added to fail_next answers of 429/503.
     """
 
-    def __init__(self, api_key: str = "test-api-key", schema_path: Path | str = SCHEMA_PATH):
+    def __init__(
+        self, api_key: str = "test-api-key", schema_path: Path | str = SCHEMA_PATH, ssl_context: Any = None
+    ):
         self.api_key = api_key
+        self._ssl_context = ssl_context  # an ssl.SSLContext: serve https
         self.max_body_bytes: int | None = None
         self.delay: float = 0.0
         self.retry_after: str | None = None
@@ -166,10 +169,12 @@ class UpstreamServer:
     def url(self) -> str:
         if not self._port:
             raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self._ssl_context else 'http'}://127.0.0.1:{self._port}"
 
     def _listen(self) -> None:
         httpd = _HTTPServer(("127.0.0.1", self._port), _Handler, self)
+        if self._ssl_context is not None:
+            httpd.socket = self._ssl_context.wrap_socket(httpd.socket, server_side=True)
         self._port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(
