@@ -64,3 +64,25 @@ def test_every_package_imports_only_what_the_map_allows() -> None:
 def test_the_map_names_every_package() -> None:
     units = {_unit(path) for path in PACKAGE.rglob("*.py")}
     assert units - set(ALLOWED) == {"app", "supervisor", "cli", "__main__"}
+
+
+def test_a_bridge_that_queues_in_memory_loads_no_sqlite_and_no_aiohttp() -> None:
+    """Each costs idle RSS in every pod (issue 15): sqlite3 only with a durable queue, aiohttp never."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from otel_bridge.app import Bridge\n"
+        "from otel_bridge.config import Settings\n"
+        "async def main():\n"
+        "    bridge = Bridge(Settings.model_validate({'receiver': {'grpc': {'endpoint': '127.0.0.1:0'},"
+        " 'http': {'endpoint': '127.0.0.1:0'}}, 'telemetry': {'endpoint': '127.0.0.1:0'}}))\n"
+        "    await bridge.start()\n"
+        "    await bridge.stop()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('sqlite3', 'aiohttp') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

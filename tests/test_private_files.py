@@ -14,7 +14,8 @@ from conftest import bridge_settings
 from otel_bridge.errors import PermanentError
 from otel_bridge.exporter.dead_letter import DeadLetterFile
 from otel_bridge.exporter.file import FileSender
-from otel_bridge.exporter.queue import Batch, SqliteStore
+from otel_bridge.exporter.queue import Batch
+from otel_bridge.exporter.queue_file import SqliteStore
 
 
 def _mode(path: Path) -> int:

@@ -15,7 +15,8 @@ import pytest
 
 from otel_bridge.errors import ConfigError, QueueFullError
 from otel_bridge.exporter.envelope import body, body_chunks, body_size
-from otel_bridge.exporter.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, SqliteStore, open_queue
+from otel_bridge.exporter.queue import QUEUE_FULL_RETRY_AFTER, Batch, CallQueue, MemoryStore, open_queue
+from otel_bridge.exporter.queue_file import SqliteStore
 
 LONG = 30.0  # a linger no test waits for
 

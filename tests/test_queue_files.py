@@ -137,7 +137,7 @@ def test_a_damaged_pending_file_is_set_aside_too(upstream, start_bridge, tmp_pat
 def test_a_queue_file_of_another_format_still_refuses_to_start(tmp_path):
     """Not damage: a file this version cannot read is the operator's to deliver, never set aside."""
     from otel_bridge.errors import ConfigError
-    from otel_bridge.exporter.queue import SqliteStore
+    from otel_bridge.exporter.queue_file import SqliteStore
 
     directory = tmp_path / "queue"
     directory.mkdir()

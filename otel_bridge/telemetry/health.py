@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from otel_bridge.config import Readiness
 from otel_bridge.exporter.reachability import UpstreamHealth
-from otel_bridge.sqlite_file import FileState
+
+if TYPE_CHECKING:
+    from otel_bridge.sqlite_file import FileState  # sqlite3 only where the queue is durable
 
 __all__ = ["Health", "Listener"]
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otel_bridge import __version__
-from otel_bridge.sqlite_file import FileState
+
+if TYPE_CHECKING:
+    from otel_bridge.sqlite_file import FileState  # sqlite3 only where the queue is durable
 
 __all__ = ["DecodeReport", "ExporterReport", "KafkaReport", "Metrics", "ReceiverReport", "Tally", "total"]
 

@@ -9,22 +9,15 @@ crash between the two sends the call again (same id: the upstream keeps one) rat
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sqlite3
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from otel_bridge.errors import ConfigError, QueueError
-from otel_bridge.private_files import make_private_dirs
-from otel_bridge.sqlite_file import FileState, SqliteFile, describe_error, is_disk_full
+if TYPE_CHECKING:
+    from otel_bridge.sqlite_file import FileState
 
 __all__ = ["Pending", "PendingStore", "open_pending"]
-
-log = logging.getLogger("otel_bridge.traces.pending")
 
 LOG, CALL = "log", "call"
 
@@ -44,60 +37,20 @@ class Pending:
         return len(self.data)
 
 
-_TABLE = (
-    "CREATE TABLE pending (row INTEGER PRIMARY KEY, kind TEXT NOT NULL, trace_id TEXT NOT NULL,"
-    " span_id TEXT NOT NULL, project TEXT NOT NULL, arrived REAL NOT NULL, data BLOB NOT NULL)"
-)
-
-
-def _whole_row(row: tuple[Any, ...]) -> bool:
-    """Whether a row read back from a damaged file is whole."""
-    return (
-        len(row) == 7
-        and isinstance(row[0], int)
-        and row[1] in (LOG, CALL)
-        and all(isinstance(value, str) for value in row[2:5])
-        and isinstance(row[5], float)
-        and isinstance(row[6], bytes)
-    )
-
-
 class PendingStore:
-    """In memory when `path` is None. Writes run in one thread; reads happen once, at start."""
+    """In memory: what waits is held by the stage itself, so the store only numbers it.
+    pending_file.py's PendingFile is the durable one."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.durable = path is not None
-        self.state: FileState | None = None
+    path: Path | None = None
+    durable = False
+    state: FileState | None = None
+
+    def __init__(self) -> None:
         self._next_row = 1
-        self._file: SqliteFile | None = None
-        self._lock = threading.Lock()
-        self._deletes: list[int] = []  # rows whose delete could not be committed yet
-        if path is not None:
-            make_private_dirs(path.parent)
-            self._file = SqliteFile(
-                path,
-                name="pending",
-                config_key="exporter.queue.directory",
-                schema=lambda db: db.execute(_TABLE),
-                tables={"pending": _whole_row},
-                synchronous="FULL",
-            )
-            self.state = self._file.state
-            try:
-                self._next_row += self._file.use(lambda db: db.execute("SELECT MAX(row) FROM pending").fetchone()[0]) or 0
-            except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc):
-                    raise ConfigError(f"cannot open {path} (exporter.queue.directory): {exc}") from None
-                # No file yet and no room for one: adds are refused until there is (use() tries again).
-                self.state.write_error = describe_error(exc, path.parent)
 
     def recover(self) -> list[Pending]:
-        if self._file is None or not self._file.opened:
-            return []
-        query = "SELECT row, kind, trace_id, span_id, project, arrived, data FROM pending ORDER BY row"
-        rows = self._file.use(lambda db: db.execute(query).fetchall())
-        return [Pending(kind, t, s, p, a, bytes(d), row) for row, kind, t, s, p, a, d in rows]
+        """What an earlier run left waiting, oldest first."""
+        return []
 
     async def add(self, entries: list[Pending]) -> None:
         """Give each entry its row and store them all, committed before this returns; QueueError if they
@@ -105,54 +58,17 @@ class PendingStore:
         for entry in entries:
             entry.row = self._next_row
             self._next_row += 1
-        if self._file is not None and entries:
-            try:
-                await asyncio.to_thread(self._write, entries)
-            except (sqlite3.Error, OSError) as exc:
-                raise QueueError(
-                    f"cannot write {self.path} ({self._failed(exc)}; exporter.queue.directory): retry later",
-                    retry_after=1.0,
-                ) from None
 
     async def remove(self, rows: Iterable[int]) -> None:
-        """Forget rows. A delete that cannot be committed now is kept for the next write: the row is
-        read back at the next start, and its call sent again (the upstream keeps one)."""
-        self._deletes.extend(rows)
-        if self._file is not None and self._deletes:
-            try:
-                await asyncio.to_thread(self._write, ())
-            except (sqlite3.Error, OSError) as exc:
-                self._failed(exc)
-
-    def _failed(self, exc: BaseException) -> str:
-        assert self.state is not None and self.path is not None
-        reason = describe_error(exc, self.path.parent)
-        if self.state.write_error != reason:
-            log.error("cannot write %s: %s", self.path, reason)
-        self.state.write_error = reason
-        return reason
-
-    def _write(self, entries: Iterable[Pending]) -> None:
-        assert self._file is not None
-        with self._lock:
-            deletes, self._deletes = self._deletes, []
-            rows = [(e.row, e.kind, e.trace_id, e.span_id, e.project, e.arrived, e.data) for e in entries]
-            try:
-                self._file.transaction([
-                    ("DELETE FROM pending WHERE row = ?", [(row,) for row in deletes]),
-                    ("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)", rows),
-                ])
-            except BaseException:
-                self._deletes[:0] = deletes
-                raise
-            if self.state is not None and self.state.write_error is not None:
-                log.warning("%s can be written again (it could not: %s)", self.path, self.state.write_error)
-                self.state.write_error = None
+        """Forget rows (delivered to the queue)."""
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        pass
 
 
 def open_pending(directory: str | None) -> PendingStore:
-    return PendingStore(Path(directory) / "pending.sqlite3" if directory else None)
+    if not directory:
+        return PendingStore()
+    from otel_bridge.traces.pending_file import PendingFile  # sqlite3 only where the queue is durable
+
+    return PendingFile(Path(directory) / "pending.sqlite3")

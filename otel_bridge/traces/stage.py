@@ -58,7 +58,7 @@ class TraceStage:
         self.config = config
         self.rules = rules
         self.queue = queue
-        self.pending = pending or PendingStore(None)
+        self.pending = pending or PendingStore()
         self.metrics = metrics or Metrics()
         self.memory = TraceMemory(idle_timeout=config.idle_timeout, max_spans=config.max_spans)
         # The mapping may run in worker threads (receivers offload CPU work); the memory is shared.
