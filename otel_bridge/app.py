@@ -22,7 +22,6 @@ from otel_bridge.exporter.retry import RetrySender
 from otel_bridge.exporter.sender import Sender
 from otel_bridge.exporter.split import SplitSender
 from otel_bridge.exporter.timeout import TimeoutSender
-from otel_bridge.exporter.weave import WeaveSender
 from otel_bridge.telemetry.health import Health
 from otel_bridge.http_server import HttpServer
 from otel_bridge.pipeline import Mapper, Pipeline
@@ -51,6 +50,8 @@ def build_sender(
     api_key = weave.api_key.get_secret_value()
     # Transport: one attempt, success or one of our errors (errors.py says which are retryable).
     if api_key:
+        from otel_bridge.exporter.weave import WeaveSender  # httpx only where there is a Weave to send to
+
         sender: Sender = WeaveSender(base_url=weave.base_url, api_key=api_key, max_redirects=weave.max_redirects)
         where = f"{mask_url(weave.base_url)}/v2/{{entity}}/{{project}}/calls/complete"
     else:

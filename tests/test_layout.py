@@ -66,8 +66,10 @@ def test_the_map_names_every_package() -> None:
     assert units - set(ALLOWED) == {"app", "supervisor", "cli", "__main__"}
 
 
-def test_a_bridge_that_queues_in_memory_loads_no_sqlite_and_no_aiohttp() -> None:
-    """Each costs idle RSS in every pod (issue 15): sqlite3 only with a durable queue, aiohttp never."""
+def test_a_default_bridge_loads_no_sqlite_no_httpx_and_no_aiohttp() -> None:
+    """Each costs idle RSS in every pod (issue 15): sqlite3 only with a durable queue, httpx only with an API
+    key (without one the bridge writes a file), aiohttp never."""
+    import os
     import subprocess
     import sys
 
@@ -81,8 +83,11 @@ def test_a_bridge_that_queues_in_memory_loads_no_sqlite_and_no_aiohttp() -> None
         "    await bridge.start()\n"
         "    await bridge.stop()\n"
         "asyncio.run(main())\n"
-        "print(sorted(m for m in ('sqlite3', 'aiohttp') if m in sys.modules))\n"
+        "print(sorted(m for m in ('sqlite3', 'httpx', 'aiohttp') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent)
+    env = {name: value for name, value in os.environ.items() if name != "WANDB_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
