@@ -706,7 +706,7 @@ def _print_table(r: dict) -> None:
         ("bridge RSS early / late", f"{r['bridge_rss_first_quarter_mib']:.0f} / {r['bridge_rss_last_quarter_mib']:.0f}", "MiB", "peak in the first / last quarter of the window"),
         ("mapping alone", f"{r['mapping_spans_per_s']:,}", "spans/s", "map_request on the same requests, one core, in this process"),
         ("Weave's converter", f"{r['weave_spans_per_s']:,}" if r["weave_spans_per_s"] else "-", "spans/s",
-         f"weave {r['weave_version']}, same requests; mapping alone {r['mapping_over_weave']}x, delivered {r['delivered_over_weave']}x"
+         f"weave {r['weave_version']}, same requests; mapping alone {r['mapping_over_weave']}x (slices {r['mapping_over_weave_range'][0]}x-{r['mapping_over_weave_range'][1]}x), delivered {r['delivered_over_weave']}x"
          if r["weave_spans_per_s"] else "not run: give --weave-python (or WEAVE_PYTHON, or .venv-weave)"),
         ("mode", "", "", r["mode"]),
         ("cores", f"{r['cpu_count']}", "", f"shared; cores busy: sink {r['sink_cpu_util']:.2f}, generator {r['generator_cpu_util']:.2f}"),

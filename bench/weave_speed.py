@@ -1,9 +1,11 @@
 """Spans/s of Weave's own OTel converter (weave 0.53.12); run by Weave's interpreter, not ours.
 
-    WEAVE_PYTHON bench/weave_speed.py REQUESTS_FILE SECONDS
+    WEAVE_PYTHON bench/weave_speed.py REQUESTS_FILE
 
 REQUESTS_FILE holds serialized ExportTraceServiceRequests, each preceded by its length (4 bytes, little
-endian). Converts them round-robin for at least SECONDS of CPU time and prints {"weave_version", "spans", "seconds"}.
+endian). Prints {"weave_version"}, then for each line SECONDS read from stdin converts them round-robin
+for at least SECONDS of CPU time and prints {"spans", "seconds"}; exits at the end of stdin. Slices on
+request let bench/mapping.py interleave them with its own, so both sides see the same machine.
 What is timed is what Weave's server does per span: Resource.from_proto, Span.from_proto and to_call
 (not the JSON serialization that follows, which would only add to Weave's time). Imports nothing from
 otel_bridge: it runs where only Weave is installed.
@@ -48,17 +50,20 @@ def convert(request: ExportTraceServiceRequest) -> int:
 
 def main() -> None:
     requests = read_requests(sys.argv[1])
-    seconds = float(sys.argv[2])
     convert(requests[0])  # warm-up: imports and caches
-    spans, i = 0, 0
-    started = time.process_time()
-    while True:
-        spans += convert(requests[i % len(requests)])
-        i += 1
-        elapsed = time.process_time() - started
-        if elapsed >= seconds:
-            break
-    json.dump({"weave_version": weave.__version__, "spans": spans, "seconds": elapsed}, sys.stdout)
+    print(json.dumps({"weave_version": weave.__version__}), flush=True)
+    i = 0
+    for line in sys.stdin:
+        seconds = float(line)
+        spans = 0
+        started = time.process_time()
+        while True:
+            spans += convert(requests[i % len(requests)])
+            i += 1
+            elapsed = time.process_time() - started
+            if elapsed >= seconds:
+                break
+        print(json.dumps({"spans": spans, "seconds": elapsed}), flush=True)
 
 
 if __name__ == "__main__":
