@@ -7,7 +7,9 @@ protocol errors), so this module only routes a request to its handler and keeps 
   (a slowloris head, or a keep-alive connection gone idle); a head over 16 KiB is answered 431;
 - a body is read as the handler asks for it, at most 256 KiB ahead, so a client cannot buffer more than
   the handler accepts; its time limit and size limit are the handler's (otel_bridge/receiver/http.py);
-- a connection whose request was answered before its body was read whole is closed after the answer.
+- a connection whose request was answered before its body was read whole is closed after the answer;
+- a client that does not read its answers is not read either: past the transport's high-water mark the
+  connection stops reading (and answering pipelined requests) until the answers drain.
 
 It runs on the loop of the grpc.aio server and the exporter, so one process has one loop and no threads to
 coordinate. Connections are accepted by otel_bridge/listener.py, which bounds how many are open.
@@ -128,6 +130,7 @@ class _Connection(asyncio.Protocol):
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._writing_paused = False  # the client is not reading its answers: neither read nor answer more
         self.closing = False  # set by the server's stop(): answer the request in hand, then close
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------
@@ -146,6 +149,18 @@ class _Connection(asyncio.Protocol):
         self._h11.receive_data(b"")
         self._next_events()
         return None  # the transport closes itself; a half-closed client gets no answer, as with most servers
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._task is None:
+            self._resume_reading()
+            self._next_events()  # a pipelined request already received
+        elif self._h11.their_state is h11.SEND_BODY and self._buffered <= _READ_AHEAD:
+            self._resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -212,7 +227,7 @@ class _Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None and not self._lost:
+        if self._reading_paused and self._transport is not None and not self._lost and not self._writing_paused:
             self._reading_paused = False
             self._transport.resume_reading()
 
@@ -282,8 +297,9 @@ class _Connection(asyncio.Protocol):
             return
         self._h11.start_next_cycle()
         self._arm_idle()
-        self._resume_reading()
-        self._next_events()  # a pipelined request already received
+        if not self._writing_paused:  # else resume_writing goes on
+            self._resume_reading()
+            self._next_events()  # a pipelined request already received
 
     def _refuse_malformed(self, exc: h11.RemoteProtocolError) -> None:
         if self._task is not None:  # a body that breaks off its framing: its handler is still reading it
@@ -328,8 +344,13 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self._cancel_idle()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                # close() waits for the answers to be read: a client that never reads them would keep the
+                # connection (and its place under max_connections) for good.
+                asyncio.get_running_loop().call_later(self._server.idle_timeout, transport.abort)
 
     @property
     def busy(self) -> bool:

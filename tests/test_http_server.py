@@ -4,6 +4,7 @@ what real clients do (100-continue, chunked bodies, pipelining, keep-alive, HEAD
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import httpx
@@ -145,3 +146,55 @@ def test_stop_finishes_the_request_in_hand_and_closes_idle_connections(upstream,
         assert _status(answer) == 200 and b"\r\nconnection: close\r\n" in answer.lower()
         stopping.result(30)
     assert [c["op_name"] for c in upstream.calls] == ["in hand"]
+
+
+def test_a_client_that_pipelines_requests_and_reads_no_answers_is_held_back(start_bridge):
+    """Answers pile up in the server only to the transport's high-water mark: the server stops reading the
+    client's next requests until the client reads, and then answers every one of them."""
+    bridge = start_bridge(bridge_settings())
+    server = bridge.bridge.telemetry
+    count = 20_000
+    requests = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * count  # ~150-byte answers: 3 MB of them
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        deadline = time.monotonic() + 5
+        while not server.connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (connection,) = server.connections
+        # Small kernel buffers on both sides, so what is not read piles up where the test can see it.
+        connection._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sender = threading.Thread(target=sock.sendall, args=(requests,), daemon=True)
+        sender.start()
+        time.sleep(1.0)  # the server answers until the client's receive buffer, then its own, is full
+        buffered = connection._transport.get_write_buffer_size()
+        assert buffered <= 256 * 1024, f"{buffered} bytes of answers buffered in the server"
+        answers = _read_answers(sock, count, seconds=30)
+        sender.join(10)
+    assert len(answers) == count and {_status(answer) for answer in answers} == {404}
+
+
+def test_a_client_that_never_reads_its_answers_loses_its_connection_after_the_idle_timeout(start_bridge):
+    bridge = start_bridge(bridge_settings(receiver={"http": {"endpoint": "127.0.0.1:0", "idle_timeout": "500ms"}}))
+    server = bridge.bridge.http
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        deadline = time.monotonic() + 5
+        while not server.connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (connection,) = server.connections
+        connection._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def send() -> None:
+            try:
+                sock.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000)
+            except OSError:
+                pass  # reset once the server gives up on us
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 10
+        while server.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.connections, "a connection whose answers are never read is kept"
