@@ -83,6 +83,43 @@ def test_first_truthy_first_and_first_present(tree, sources):
         assert native[0] == python[0] and _same(native[1], python[1]), name
 
 
+TABLES = st.lists(st.tuples(st.sampled_from(["model", "input_tokens", "x", ""]), SOURCES), max_size=4).map(tuple)
+
+
+@_SETTINGS
+@given(st.lists(TREES, min_size=1, max_size=3).map(tuple), TABLES)
+def test_first_of_each(trees, table):
+    native, python = _outcome(_lookup.first_of_each, trees, table), _outcome(REF["first_of_each"], trees, table)
+    assert native[0] == python[0] and _same(native[1], python[1])
+    if native[0] == "ok":
+        assert list(native[1]) == list(python[1])  # the table's order: what a call's attributes show first
+
+
+@_SETTINGS
+@given(TREES, TABLES)
+def test_counts(tree, table):
+    native, python = _outcome(_lookup.counts, tree, table), _outcome(REF["counts"], tree, table)
+    assert native[0] == python[0] and _same(native[1], python[1])
+
+
+@_SETTINGS
+@given(st.one_of(st.integers(0, 2**64 - 1), st.integers(-(2**70), 2**70), st.sampled_from([0, 999, 10**9 - 1, 2**63, 2**64 - 1])))
+def test_iso_time(unix_nano):
+    assert _outcome(_lookup.iso_time, unix_nano) == _outcome(REF["iso_time"], unix_nano)
+
+
+def test_first_of_each_and_counts_examples():
+    trees = ({"gen_ai": {"request": {"model": ""}}}, {"gen_ai": {"request": {"model": "m"}}, "llm": {"model": "n"}})
+    table = (("model", (("", ("gen_ai", "request", "model")), ("", ("llm", "model")))), ("absent", (("", ("x",)),)))
+    assert _lookup.first_of_each(trees, table) == REF["first_of_each"](trees, table) == {"model": "m"}
+    tree = {"usage": {"input_tokens": "lots", "prompt_tokens": 7.0, "output_tokens": 0}}
+    table = (
+        ("input_tokens", (("", ("usage", "input_tokens")), ("", ("usage", "prompt_tokens")))),
+        ("output_tokens", (("", ("usage", "output_tokens")),)),
+    )
+    assert _lookup.counts(tree, table) == REF["counts"](tree, table) == ({"input_tokens": 7, "output_tokens": 0}, 1)
+
+
 @_SETTINGS
 @given(st.one_of(VALUES, st.dictionaries(PARTS, VALUES, max_size=3)))
 def test_conversions(value):
@@ -109,3 +146,5 @@ def test_as_int_examples(value, expected):
 
 def test_the_mapping_uses_the_c_versions():
     assert lookup.find is _lookup.find and lookup.first_truthy is _lookup.first_truthy and lookup.as_int is _lookup.as_int
+    assert lookup.first_of_each is _lookup.first_of_each and lookup.counts is _lookup.counts
+    assert lookup.iso_time is _lookup.iso_time

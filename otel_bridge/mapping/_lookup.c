@@ -1,4 +1,4 @@
-/* The rule tables' look-ups (otel_bridge/mapping/lookup.py) in C.
+/* The rule tables' look-ups (otel_bridge/mapping/lookup.py) and the calls' time format in C.
  *
  * The mapping calls these some thirty times per span; in Python each call costs more in the interpreter
  * than in the look-up itself. lookup.py holds the reference versions: same arguments, same results
@@ -7,9 +7,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdio.h>
+#include <time.h>
 #include "_text.h"
 
 static PyObject *conflict_key; /* otel_bridge.decode.otlp.CONFLICT_KEY */
+static PyObject *iso_time_reference; /* otel_bridge.decode.otlp.iso_time, for a time outside 0..2**64-1 */
 
 /* The value at `path` (a tuple of str) in `tree`, borrowed; NULL without an error when absent. */
 static PyObject *find_in(PyObject *tree, PyObject *path) {
@@ -213,6 +216,117 @@ static PyObject *as_bool(PyObject *module, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* See lookup.first_of_each: {name: the first truthy value of its sources, in the first tree that has one}. */
+static PyObject *first_of_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "first_of_each(trees, table) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *trees = args[0], *table = args[1];
+    if (!PyTuple_Check(trees) || !PyTuple_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "first_of_each(trees, table): both must be tuples");
+        return NULL;
+    }
+    PyObject *found = PyDict_New();
+    if (!found) return NULL;
+    Py_ssize_t rows = PyTuple_GET_SIZE(table), count = PyTuple_GET_SIZE(trees);
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        PyObject *row = PyTuple_GET_ITEM(table, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a table row must be a (name, sources) tuple");
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < count; j++) {
+            PyObject *key = NULL, *value = first_source(PyTuple_GET_ITEM(trees, j), PyTuple_GET_ITEM(row, 1), 1, &key);
+            if (value) {
+                if (PyDict_SetItem(found, PyTuple_GET_ITEM(row, 0), value) < 0) goto fail;
+                break;
+            }
+            if (PyErr_Occurred()) goto fail;
+        }
+    }
+    return found;
+fail:
+    Py_DECREF(found);
+    return NULL;
+}
+
+/* See lookup.counts: ({field: the first count its sources hold}, how many values present were no count). */
+static PyObject *counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "counts(tree, table) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *tree = args[0], *table = args[1];
+    if (!PyDict_Check(tree) || !PyTuple_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "counts(tree, table): a dict and a tuple");
+        return NULL;
+    }
+    PyObject *found = PyDict_New();
+    if (!found) return NULL;
+    Py_ssize_t unusable = 0, rows = PyTuple_GET_SIZE(table);
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        PyObject *row = PyTuple_GET_ITEM(table, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(row, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a table row must be a (field, sources) tuple");
+            goto fail;
+        }
+        PyObject *sources = PyTuple_GET_ITEM(row, 1);
+        Py_ssize_t n = PyTuple_GET_SIZE(sources);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *source = PyTuple_GET_ITEM(sources, k);
+            if (!PyTuple_Check(source) || PyTuple_GET_SIZE(source) != 2) {
+                PyErr_SetString(PyExc_TypeError, "a source must be a (key, path) tuple");
+                goto fail;
+            }
+            PyObject *path = PyTuple_GET_ITEM(source, 1);
+            if (check_path(path) < 0) goto fail;
+            if (PyTuple_GET_SIZE(path) == 0) continue;
+            int present = PyDict_Contains(tree, PyTuple_GET_ITEM(path, 0));
+            if (present < 0) goto fail;
+            if (!present) continue;
+            PyObject *value = find_in(tree, path);
+            if (!value) {
+                if (PyErr_Occurred()) goto fail;
+                continue;
+            }
+            PyObject *count = as_int(module, value);
+            if (!count) goto fail;
+            if (count == Py_None) {
+                Py_DECREF(count);
+                unusable++; /* not a count: otel_dump keeps it */
+                continue;
+            }
+            int failed = PyDict_SetItem(found, PyTuple_GET_ITEM(row, 0), count);
+            Py_DECREF(count);
+            if (failed < 0) goto fail;
+            break;
+        }
+    }
+    return Py_BuildValue("(Nn)", found, unusable);
+fail:
+    Py_DECREF(found);
+    return NULL;
+}
+
+/* See otlp.iso_time: nanoseconds since the epoch -> "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC, microseconds). */
+static PyObject *iso_time(PyObject *module, PyObject *arg) {
+    if (!PyLong_CheckExact(arg)) return PyObject_CallOneArg(iso_time_reference, arg);
+    unsigned long long nanos = PyLong_AsUnsignedLongLong(arg);
+    if (nanos == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear(); /* negative, or past 64 bits: the reference's arithmetic */
+        return PyObject_CallOneArg(iso_time_reference, arg);
+    }
+    time_t seconds = (time_t)(nanos / 1000000000ULL);
+    struct tm t;
+    if (!gmtime_r(&seconds, &t)) return PyObject_CallOneArg(iso_time_reference, arg);
+    char text[64];
+    int n = snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", t.tm_year + 1900, t.tm_mon + 1,
+                     t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, (unsigned)(nanos % 1000000000ULL / 1000ULL));
+    return PyUnicode_FromStringAndSize(text, n);
+}
+
 static PyMethodDef methods[] = {
     {"find", (PyCFunction)(void (*)(void))find, METH_FASTCALL, "find(tree, path): see lookup.find"},
     {"first_truthy", (PyCFunction)(void (*)(void))first_truthy, METH_FASTCALL, "see lookup.first_truthy"},
@@ -221,6 +335,9 @@ static PyMethodDef methods[] = {
     {"as_int", as_int, METH_O, "see lookup.as_int"},
     {"as_str", as_str, METH_O, "see lookup.as_str"},
     {"as_bool", as_bool, METH_O, "see lookup.as_bool"},
+    {"first_of_each", (PyCFunction)(void (*)(void))first_of_each, METH_FASTCALL, "see lookup.first_of_each"},
+    {"counts", (PyCFunction)(void (*)(void))counts, METH_FASTCALL, "see lookup.counts"},
+    {"iso_time", iso_time, METH_O, "see otel_bridge.decode.otlp.iso_time"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -231,7 +348,8 @@ PyMODINIT_FUNC PyInit__lookup(void) {
     PyObject *otlp = PyImport_ImportModule("otel_bridge.decode.otlp");
     if (!otlp) return NULL;
     conflict_key = PyObject_GetAttrString(otlp, "CONFLICT_KEY");
+    iso_time_reference = PyObject_GetAttrString(otlp, "iso_time");
     Py_DECREF(otlp);
-    if (!conflict_key) return NULL;
+    if (!conflict_key || !iso_time_reference) return NULL;
     return PyModule_Create(&module_def);
 }

@@ -1,13 +1,16 @@
-"""Finding values in a span's attribute tree by the rule tables' key paths."""
+"""Finding values in a span's attribute tree by the rule tables' key paths, and the calls' time format."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from otel_bridge.mapping.rules import Source
-from otel_bridge.decode.otlp import CONFLICT_KEY
+from otel_bridge.decode.otlp import CONFLICT_KEY, iso_time
 
-__all__ = ["NATIVE", "REFERENCE", "find", "first", "first_present", "first_truthy", "as_int", "as_str", "as_bool"]
+__all__ = [
+    "NATIVE", "REFERENCE", "find", "first", "first_present", "first_truthy", "first_of_each", "counts", "as_int",
+    "as_str", "as_bool", "iso_time",
+]
 
 # The schema's integers are 64-bit upstream; a larger count is not a count (and orjson cannot write it).
 _INT64_MAX = 2**63 - 1
@@ -56,6 +59,41 @@ def first_present(tree: dict[str, Any], sources: tuple[Source, ...]) -> Any:
     return None
 
 
+def first_of_each(
+    trees: tuple[dict[str, Any], ...], table: tuple[tuple[str, tuple[Source, ...]], ...]
+) -> dict[str, Any]:
+    """For each (name, sources) row: the first truthy value of its sources (`first`) in the first of the
+    trees that has one, under its name; rows found in no tree are left out."""
+    found: dict[str, Any] = {}
+    for name, sources in table:
+        for tree in trees:
+            value = first(tree, sources)
+            if value is not None:
+                found[name] = value
+                break
+    return found
+
+
+def counts(tree: dict[str, Any], table: tuple[tuple[str, tuple[Source, ...]], ...]) -> tuple[dict[str, int], int]:
+    """For each (field, sources) row: the first source whose value is a count (as_int), under the field; and
+    how many values present were not counts (the next source is tried after each)."""
+    found: dict[str, int] = {}
+    unusable = 0
+    for field, sources in table:
+        for _, path in sources:
+            if path[0] in tree:
+                value = find(tree, path)
+                if value is None:
+                    continue
+                count = as_int(value)  # 0 is a real count
+                if count is None:
+                    unusable += 1
+                    continue
+                found[field] = count
+                break
+    return found, unusable
+
+
 def _scalar(value: Any) -> Any:
     # `x` beside `x.y` (e.g. gen_ai.usage.input_tokens and Sentry's gen_ai.usage.input_tokens.cached): the
     # scalar sent for `x` is kept under CONFLICT_KEY.
@@ -100,9 +138,12 @@ def as_bool(value: Any) -> bool | None:
     return None
 
 
-# The functions above are the reference; otel_bridge/mapping/_lookup.c has the same ones without the interpreter's
-# cost per call, and the mapping uses those when the extension is built.
-REFERENCE = {f.__name__: f for f in (find, first_truthy, first, first_present, as_int, as_str, as_bool)}
+# The functions above (and otlp.iso_time) are the reference; otel_bridge/mapping/_lookup.c has the same ones
+# without the interpreter's cost per call, and the mapping uses those when the extension is built.
+REFERENCE = {
+    f.__name__: f
+    for f in (find, first_truthy, first, first_present, first_of_each, counts, as_int, as_str, as_bool, iso_time)
+}
 try:
     from otel_bridge.mapping import _lookup  # type: ignore[attr-defined]
 except ImportError:
@@ -110,4 +151,5 @@ except ImportError:
 NATIVE = _lookup is not None
 if _lookup is not None:
     find, first_truthy, first, first_present = _lookup.find, _lookup.first_truthy, _lookup.first, _lookup.first_present
-    as_int, as_str, as_bool = _lookup.as_int, _lookup.as_str, _lookup.as_bool
+    first_of_each, counts = _lookup.first_of_each, _lookup.counts
+    as_int, as_str, as_bool, iso_time = _lookup.as_int, _lookup.as_str, _lookup.as_bool, _lookup.iso_time

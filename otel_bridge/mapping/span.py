@@ -17,11 +17,11 @@ from otel_bridge.decode.decoded import Span
 from otel_bridge.errors import RejectedSpan
 from otel_bridge.mapping import content
 from otel_bridge.mapping.dump import span_dump
-from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, first_present
+from otel_bridge.mapping.lookup import as_bool, as_int, as_str, find, first, first_of_each, first_present, iso_time
 from otel_bridge.mapping.rewrite import rewrite
 from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.usage import usage
-from otel_bridge.decode.otlp import iso_time, short_hex
+from otel_bridge.decode.otlp import short_hex
 
 __all__ = ["map_span", "op_name"]
 
@@ -156,17 +156,6 @@ def _exception(span: Span, tree: dict[str, Any], rules: Rules) -> str | None:
     return f"{said}: {detail}" if said else detail
 
 
-def _attributes(trees: tuple[dict[str, Any], ...], rules: Rules) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
-    for name, sources in rules.attributes:
-        for tree in trees:
-            value = first(tree, sources)
-            if value is not None:
-                attributes[name] = value
-                break
-    return attributes
-
-
 def _is_turn(tree: dict[str, Any], rules: Rules, parent_id: str | None) -> bool:
     """The first is_turn source that is set decides: a boolean as it is, any other value means a turn.
     None set: a trace's root span with a root_turn source is a turn."""
@@ -253,7 +242,7 @@ def map_span(
     inputs = {} if inputs is None else inputs
     output = {} if output is None else output
 
-    attributes = _attributes(trees, rules)
+    attributes = first_of_each(trees, rules.attributes)
     token_usage = usage(tree, span.kind, attributes, rules, warnings)
     custom = first(tree, rules.custom_attributes)
     if type(custom) is dict:

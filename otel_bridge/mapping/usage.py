@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from otel_bridge.mapping.lookup import as_int, as_str, find, first
+from otel_bridge.mapping.lookup import counts as usage_counts
 from otel_bridge.mapping.rules import KeyPath, Rules
 
 __all__ = ["usage", "usage_key", "matches"]
@@ -30,19 +31,9 @@ def matches(tree: dict[str, Any], table: tuple[tuple[KeyPath, frozenset[str]], .
 
 
 def _counts(tree: dict[str, Any], rules: Rules, warnings: Counter) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for field, sources in rules.usage:
-        for _, path in sources:
-            if path[0] in tree:
-                value = find(tree, path)
-                if value is None:
-                    continue
-                count = as_int(value)  # 0 is a real count
-                if count is None:
-                    warnings["token_count"] += 1  # not a count: otel_dump keeps it
-                    continue
-                counts[field] = count
-                break
+    counts, unusable = usage_counts(tree, rules.usage)
+    if unusable:
+        warnings["token_count"] += unusable  # not a count: otel_dump keeps it
     for current, older in _SPELLINGS:
         if current in counts:
             counts.pop(older, None)
