@@ -113,6 +113,10 @@ class Pipeline:
         # requests map one at a time (as on the loop) and their peak memory does not add up.
         self._mapping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapping")
         self.stage = stage
+        # Call bytes per request byte, over the last requests (0: none mapped yet): calls are JSON and repeat
+        # the attributes in otel_dump, so they take 2-3 times the protobuf they came from; a request
+        # reserves about that.
+        self._expansion = 0.0
 
     def close(self) -> None:
         self._mapping.shutdown(wait=True)
@@ -135,14 +139,23 @@ class Pipeline:
                 counted = count_spans(data)
             else:
                 counted = await loop.run_in_executor(self._mapping, count_spans, data)
-            self.queue.check_room(max(len(data), counted * MIN_CALL_BYTES))
-            traced = self.stage.begin()
-            mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project, traced.on_call)
-            spans = mapped.spans
-            report.spans_received(spans)
-            refused = self._refuse_blocked(mapped, report)
-            if mapped.calls:
-                await self.queue.put(mapped.calls)
+            # The room its calls are expected to take is held while it maps: requests waiting for the
+            # mapping thread would otherwise all pass this check, be mapped, and be refused at put() but
+            # one (under overload, 5 requests mapped for each one queued).
+            least = max(len(data), counted * MIN_CALL_BYTES)
+            expected = max(least, min(int(len(data) * self._expansion), self.queue.max_bytes))
+            reservation = self.queue.reserve(expected)
+            try:
+                traced = self.stage.begin()
+                mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project, traced.on_call)
+                spans = mapped.spans
+                report.spans_received(spans)
+                self._learn_expansion(len(data), mapped)
+                refused = self._refuse_blocked(mapped, report)
+                if mapped.calls:
+                    await self.queue.put(mapped.calls, reservation)
+            finally:
+                reservation.release()
             await self.stage.settle(traced, mapped.held)
         except QueueError as exc:  # the receiver answers with status_of(exc); nothing of the request is kept
             if spans is None:  # refused before decoding: counted, for the metrics
@@ -157,6 +170,14 @@ class Pipeline:
         if mapped.rejected > refused:
             report.spans_refused("invalid", mapped.rejected - refused)
         return ExportResult(mapped.rejected, mapped.error_message())
+
+    def _learn_expansion(self, request_bytes: int, mapped: MappedRequest) -> None:
+        if not request_bytes or not mapped.accepted:
+            return
+        call_bytes = sum(len(call) for calls in mapped.calls.values() for call in calls)
+        call_bytes += sum(len(held[3]) for held in mapped.held)
+        ratio = call_bytes / request_bytes
+        self._expansion = 0.75 * self._expansion + 0.25 * ratio if self._expansion else ratio
 
     async def export_logs(self, data: bytes, *, transport: str) -> int:
         """Join the GenAI records of a serialized ExportLogsServiceRequest to their spans' calls (traces/);

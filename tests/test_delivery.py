@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from spans import request, span
 
+from otel_bridge.pipeline import Mapper
 from otel_bridge.telemetry.metrics import total
 
 
@@ -536,3 +537,43 @@ def test_a_bridge_stops_while_a_project_waits_out_a_retry_after(upstream, start_
     wait_until(lambda: upstream.attempts, message="the throttled attempt")
     wait_until(lambda: bridge.bridge.queue.paused_projects("throttled"), message="the project paused")
     bridge.stop()  # the harness raises TimeoutError when stop() does not return
+
+
+def test_a_request_the_queue_cannot_take_is_refused_before_it_is_mapped(upstream, start_bridge):
+    """Room for a request's calls is held from admission to put: one whose calls would not fit is refused
+    before the mapping spends a core on it, also when its protobuf alone would fit."""
+    first, second = spans_request(0, 10, payload=5000), spans_request(10, 10, payload=5000)
+    probe = bridge_settings(upstream)
+    mapped = Mapper.from_config(probe.mapping).map(first.SerializeToString(), header_project=None, default_project="")
+    request_bytes = first.ByteSize()
+    call_bytes = sum(len(call) for calls in mapped.calls.values() for call in calls)
+    assert call_bytes > request_bytes
+    # After the first request, the room left is between the second's protobuf and its calls.
+    settings = bridge_settings(
+        upstream,
+        exporter={
+            "queue": {"max_bytes": call_bytes + (request_bytes + call_bytes) // 2, "max_project_share": 1},
+            "batch": {"max_bytes": call_bytes},
+        },
+    )
+    bridge = start_bridge(settings)
+    upstream.set_down(True)
+    pipeline = bridge.bridge.pipeline
+    maps = []
+    unspied = pipeline.map
+
+    def spied(*args, **kwargs):
+        maps.append(len(args[0]))
+        return unspied(*args, **kwargs)
+
+    pipeline.map = spied
+    export(bridge.grpc_endpoint, first)
+    queue = bridge.bridge.queue
+    assert request_bytes < queue.max_bytes - queue.size_bytes < queue.size_bytes  # the room the test is about
+    with pytest.raises(grpc.RpcError) as refused:
+        export(bridge.grpc_endpoint, second)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "exporter.queue.max_bytes" in refused.value.details()
+    assert len(maps) == 1, "the refused request was mapped first"
+    upstream.set_down(False)
+    assert {c["id"] for c in upstream.wait_for_calls(10)} == ids(0, 10)

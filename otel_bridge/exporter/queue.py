@@ -1,6 +1,8 @@
 """The queue between mapping and delivery. It is also the batch buffer: calls wait here, per project,
 until a batch is full or has lingered `flush_interval`, so no call sits anywhere else.
 
+    reserve(nbytes)        -> room held for a request's calls while it is mapped; QueueFullError when
+                              there is none, so a request the queue cannot take is refused before the work
     put(calls by project)  -> all or nothing, stored before it returns; QueueFullError past max_bytes, or
                               past a project's share of it (max_project_share)
     take(...)              -> a Batch of one project's oldest calls, held "in flight"
@@ -124,6 +126,20 @@ class _Project:
         self.paused_for = ""
 
 
+class Reservation:
+    """Room in a CallQueue held for one request's calls (CallQueue.reserve); released once."""
+
+    __slots__ = ("_queue", "nbytes")
+
+    def __init__(self, queue: CallQueue, nbytes: int) -> None:
+        self._queue = queue
+        self.nbytes = nbytes
+
+    def release(self) -> None:
+        self._queue._reserved_bytes -= self.nbytes
+        self.nbytes = 0
+
+
 class CallQueue:
     """Calls per project in arrival order, bounded by the bytes they hold (queued and in flight)."""
 
@@ -141,7 +157,7 @@ class CallQueue:
         self._queued_calls = 0
         self._in_flight_bytes = 0
         self._in_flight_calls = 0
-        self._reserved_bytes = 0  # puts being committed
+        self._reserved_bytes = 0  # requests being mapped (reserve) and puts being committed
         self._held: set[str] = set()  # projects with a batch waiting to be retried
         self._in_flight_since: dict[int, float] = {}  # id(batch) -> when its oldest call was put
         self._changed = asyncio.Event()
@@ -174,6 +190,13 @@ class CallQueue:
                 retry_after=QUEUE_FULL_RETRY_AFTER,
             )
 
+    def reserve(self, nbytes: int) -> Reservation:
+        """Hold `nbytes` of room for calls still to come (check_room's errors when there is none); put()
+        or release() gives it back."""
+        self.check_room(nbytes)
+        self._reserved_bytes += nbytes
+        return Reservation(self, nbytes)
+
     def _check_project_share(self, added: dict[str, int]) -> None:
         for project, nbytes in added.items():
             held = self._project_bytes.get(project, 0)
@@ -193,8 +216,11 @@ class CallQueue:
             else:
                 self._project_bytes.pop(project, None)
 
-    async def put(self, calls: dict[str, list[bytes]]) -> None:
-        """Store all the calls or none; returns once they are stored (committed, for a durable store)."""
+    async def put(self, calls: dict[str, list[bytes]], reservation: Reservation | None = None) -> None:
+        """Store all the calls or none; returns once they are stored (committed, for a durable store). The
+        room `reservation` held is given back first: the calls' own size is what counts."""
+        if reservation is not None:
+            reservation.release()
         by_project = {project: sum(map(len, project_calls)) for project, project_calls in calls.items()}
         added = sum(by_project.values())
         self.check_room(added)
