@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from otel_bridge.config import Mapping as MappingConfig
-from otel_bridge.decode import count_spans, decode_request
+from otel_bridge.decode import NATIVE, count_spans, decode_request
+from otel_bridge.decode.decoded import ResourceSpans
 from otel_bridge.decode.limits import SpanLimits, limit_warnings
 from otel_bridge.decode.redact import Redaction, compile_redaction
 from otel_bridge.decode.sanitize import Sanitizer
@@ -20,18 +21,64 @@ from otel_bridge.errors import OversizedRequestError, ProjectRefusedError, Queue
 from otel_bridge.exporter.queue import CallQueue
 from otel_bridge.decode.logs import decode_logs
 from otel_bridge.mapping import MappedRequest, Rules, build_rules, map_resource_spans
-from otel_bridge.mapping.request import CallHook
+from otel_bridge.mapping.request import CallHook, route
 from otel_bridge.telemetry.metrics import Metrics, ReceiverReport
 from otel_bridge.traces import TraceStage
 
-__all__ = ["ExportResult", "MIN_CALL_BYTES", "Mapper", "Pipeline", "map_request"]
+__all__ = ["DecodedRequest", "ExportResult", "MIN_CALL_BYTES", "Mapper", "Pipeline", "decode", "map_decoded", "map_request"]
 
 # The fewest bytes of queue a span's call takes: a span with no attributes, routed to `e/p`, maps to 1006
 # bytes (tests/test_pipeline.py checks this stays a lower bound). Counting the spans (a fast walk of the
 # bytes) and multiplying bounds what mapping a request will cost before any of it is done: 400k minimal spans
 # fit in a 2 MB gzip body, and mapping them took 3.2 GB and 10 s before the queue refused the calls.
 MIN_CALL_BYTES = 1000
-_COUNT_INLINE_BYTES = 1024 * 1024
+_ADMIT_INLINE_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    """A request's bytes, checked whole, with its resources and scopes decoded; its spans are decoded as
+    map_decoded reaches them (with the native decoder), limits and redaction applied by `sanitizer`."""
+
+    resource_spans: list[ResourceSpans]
+    sanitizer: Sanitizer
+
+    def projects(self, *, header_project: str | None, default_project: str) -> list[str]:
+        """The projects its spans route to (mapping/request.py's rules), known before they are decoded."""
+        routed = (
+            route(resources.routing, header_project=header_project, default_project=default_project)[0]
+            for resources in self.resource_spans
+        )
+        return list(dict.fromkeys(project for project in routed if project is not None))
+
+
+def decode(data: bytes, *, limits: SpanLimits, redaction: Redaction) -> DecodedRequest:
+    """Raises BadRequestError when `data` is not an ExportTraceServiceRequest."""
+    sanitizer = Sanitizer(limits, redaction)
+    return DecodedRequest(decode_request(data, sanitizer), sanitizer)
+
+
+def map_decoded(
+    decoded: DecodedRequest,
+    *,
+    header_project: str | None,
+    default_project: str,
+    rules: Rules,
+    on_call: CallHook | None = None,
+) -> MappedRequest:
+    """The calls of a decoded request; limits and redaction were applied as its bytes were decoded, so no
+    call holds what they remove."""
+    mapped = map_resource_spans(
+        decoded.resource_spans, header_project=header_project, default_project=default_project, rules=rules,
+        on_call=on_call,
+    )
+    # The spans were decoded as the mapping iterated them: only now is the tally complete.
+    sanitizer = decoded.sanitizer
+    mapped.limit_hits = sanitizer.hits
+    mapped.warnings = limit_warnings(sanitizer.hits, sanitizer.limits)
+    mapped.redacted_values = sanitizer.redacted_values
+    mapped.dropped_keys = sanitizer.dropped_keys
+    return mapped
 
 
 def map_request(
@@ -44,20 +91,12 @@ def map_request(
     redaction: Redaction,
     on_call: CallHook | None = None,
 ) -> MappedRequest:
-    """Decode, then map: the calls of a serialized request, limits and redaction applied while the bytes are
-    decoded, so no call holds what they remove. Raises BadRequestError when `data` is not an
+    """Decode, then map: the calls of a serialized request. Raises BadRequestError when `data` is not an
     ExportTraceServiceRequest."""
-    sanitizer = Sanitizer(limits, redaction)
-    decoded = decode_request(data, sanitizer)
-    mapped = map_resource_spans(
-        decoded, header_project=header_project, default_project=default_project, rules=rules, on_call=on_call
+    return map_decoded(
+        decode(data, limits=limits, redaction=redaction),
+        header_project=header_project, default_project=default_project, rules=rules, on_call=on_call,
     )
-    # The spans were decoded as the mapping iterated them: only now is the tally complete.
-    mapped.limit_hits = sanitizer.hits
-    mapped.warnings = limit_warnings(sanitizer.hits, limits)
-    mapped.redacted_values = sanitizer.redacted_values
-    mapped.dropped_keys = sanitizer.dropped_keys
-    return mapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +116,23 @@ class Mapper:
         self, data: bytes, *, header_project: str | None, default_project: str, on_call: CallHook | None = None
     ) -> MappedRequest:
         """The calls of a serialized request; BadRequestError when the bytes are not one."""
-        return map_request(
-            data,
-            header_project=header_project,
-            default_project=default_project,
-            rules=self.rules,
-            limits=self.limits,
-            redaction=self.redaction,
-            on_call=on_call,
+        return self.map_decoded(
+            self.decode(data), header_project=header_project, default_project=default_project, on_call=on_call
+        )
+
+    def decode(self, data: bytes) -> DecodedRequest:
+        return decode(data, limits=self.limits, redaction=self.redaction)
+
+    def map_decoded(
+        self,
+        decoded: DecodedRequest,
+        *,
+        header_project: str | None,
+        default_project: str,
+        on_call: CallHook | None = None,
+    ) -> MappedRequest:
+        return map_decoded(
+            decoded, header_project=header_project, default_project=default_project, rules=self.rules, on_call=on_call
         )
 
 
@@ -121,8 +169,13 @@ class Pipeline:
     def close(self) -> None:
         self._mapping.shutdown(wait=True)
 
-    def map(self, data: bytes, header_project: str | None, on_call: CallHook | None = None) -> MappedRequest:
-        return self.mapper.map(data, header_project=header_project, default_project=self.default_project, on_call=on_call)
+    def map(self, decoded: DecodedRequest, header_project: str | None, on_call: CallHook | None = None) -> MappedRequest:
+        return self.mapper.map_decoded(
+            decoded, header_project=header_project, default_project=self.default_project, on_call=on_call
+        )
+
+    def _admit(self, data: bytes) -> tuple[int, DecodedRequest]:
+        return count_spans(data), self.mapper.decode(data)
 
     async def export(self, data: bytes, *, header_project: str | None, transport: str) -> ExportResult:
         """Map and queue the calls of a serialized ExportTraceServiceRequest. Raises BadRequestError when
@@ -133,21 +186,25 @@ class Pipeline:
         try:
             # Refuse before mapping what could not fit: the calls of a request are at least as large as its
             # protobuf encoding, and at least MIN_CALL_BYTES per span; exporters' retries then cost little.
-            # Counting takes about 0.1 µs per span: inline for bodies that count within a few milliseconds,
-            # so bad and oversized requests are refused at once, not after the mapping in progress.
-            if len(data) <= _COUNT_INLINE_BYTES:
-                counted = count_spans(data)
+            # Checking the bytes (and counting the spans, about 0.1 µs each) and decoding the resources, which
+            # name the projects: inline for bodies done within a few milliseconds, so bad and oversized
+            # requests are refused at once, not after the mapping in progress.
+            if len(data) <= _ADMIT_INLINE_BYTES and NATIVE:
+                counted, decoded = self._admit(data)
             else:
-                counted = await loop.run_in_executor(self._mapping, count_spans, data)
-            # The room its calls are expected to take is held while it maps: requests waiting for the
-            # mapping thread would otherwise all pass this check, be mapped, and be refused at put() but
-            # one (under overload, 5 requests mapped for each one queued).
+                counted, decoded = await loop.run_in_executor(self._mapping, self._admit, data)
+            # The room its calls are expected to take is held while it maps, in the queue and in each of its
+            # projects' shares: requests waiting for the mapping thread would otherwise all pass, be mapped,
+            # and be refused at put() but one (under overload, 5 requests mapped for each one queued). At
+            # most a share is expected, so an empty queue always takes a request that can fit.
             least = max(len(data), counted * MIN_CALL_BYTES)
-            expected = max(least, min(int(len(data) * self._expansion), self.queue.max_bytes))
-            reservation = self.queue.reserve(expected)
+            projects = decoded.projects(header_project=header_project, default_project=self.default_project)
+            most = self.queue.max_project_bytes if projects else self.queue.max_bytes
+            expected = max(least, min(int(len(data) * self._expansion), most))
+            reservation = self.queue.reserve(expected, projects)
             try:
                 traced = self.stage.begin()
-                mapped = await loop.run_in_executor(self._mapping, self.map, data, header_project, traced.on_call)
+                mapped = await loop.run_in_executor(self._mapping, self.map, decoded, header_project, traced.on_call)
                 spans = mapped.spans
                 report.spans_received(spans)
                 self._learn_expansion(len(data), mapped)

@@ -539,41 +539,39 @@ def test_a_bridge_stops_while_a_project_waits_out_a_retry_after(upstream, start_
     bridge.stop()  # the harness raises TimeoutError when stop() does not return
 
 
-def test_a_request_the_queue_cannot_take_is_refused_before_it_is_mapped(upstream, start_bridge):
-    """Room for a request's calls is held from admission to put: one whose calls would not fit is refused
-    before the mapping spends a core on it, also when its protobuf alone would fit."""
+@pytest.mark.parametrize("bound", ["exporter.queue.max_bytes", "exporter.queue.max_project_share"])
+def test_a_request_the_queue_cannot_take_is_refused_before_it_is_mapped(upstream, start_bridge, bound):
+    """Room for a request's calls is held from admission to put, in the queue and in its project's share:
+    one whose calls would not fit is refused before the mapping spends a core on it, also when its
+    protobuf alone would fit."""
     first, second = spans_request(0, 10, payload=5000), spans_request(10, 10, payload=5000)
     probe = bridge_settings(upstream)
     mapped = Mapper.from_config(probe.mapping).map(first.SerializeToString(), header_project=None, default_project="")
     request_bytes = first.ByteSize()
     call_bytes = sum(len(call) for calls in mapped.calls.values() for call in calls)
     assert call_bytes > request_bytes
-    # After the first request, the room left is between the second's protobuf and its calls.
-    settings = bridge_settings(
-        upstream,
-        exporter={
-            "queue": {"max_bytes": call_bytes + (request_bytes + call_bytes) // 2, "max_project_share": 1},
-            "batch": {"max_bytes": call_bytes},
-        },
-    )
-    bridge = start_bridge(settings)
+    # After the first request, the room left (in the queue, or in the project's half of it) is between
+    # the second's protobuf and its calls.
+    room = call_bytes + (request_bytes + call_bytes) // 2
+    queue = {"max_bytes": room, "max_project_share": 1} if bound.endswith("max_bytes") else {"max_bytes": 2 * room, "max_project_share": 0.5}
+    bridge = start_bridge(bridge_settings(upstream, exporter={"queue": queue, "batch": {"max_bytes": call_bytes}}))
     upstream.set_down(True)
     pipeline = bridge.bridge.pipeline
     maps = []
     unspied = pipeline.map
 
     def spied(*args, **kwargs):
-        maps.append(len(args[0]))
+        maps.append(1)
         return unspied(*args, **kwargs)
 
     pipeline.map = spied
     export(bridge.grpc_endpoint, first)
-    queue = bridge.bridge.queue
-    assert request_bytes < queue.max_bytes - queue.size_bytes < queue.size_bytes  # the room the test is about
+    held = bridge.bridge.queue.size_bytes
+    assert request_bytes < room - held < held  # the room the test is about
     with pytest.raises(grpc.RpcError) as refused:
         export(bridge.grpc_endpoint, second)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "exporter.queue.max_bytes" in refused.value.details()
+    assert bound in refused.value.details()
     assert len(maps) == 1, "the refused request was mapped first"
     upstream.set_down(False)
     assert {c["id"] for c in upstream.wait_for_calls(10)} == ids(0, 10)

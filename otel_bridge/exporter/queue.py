@@ -1,8 +1,9 @@
 """The queue between mapping and delivery. It is also the batch buffer: calls wait here, per project,
 until a batch is full or has lingered `flush_interval`, so no call sits anywhere else.
 
-    reserve(nbytes)        -> room held for a request's calls while it is mapped; QueueFullError when
-                              there is none, so a request the queue cannot take is refused before the work
+    reserve(nbytes, projects) -> room held for a request's calls while it is mapped, in the queue and in
+                              each project's share; QueueFullError when there is none, so a request the
+                              queue cannot take is refused before the work
     put(calls by project)  -> all or nothing, stored before it returns; QueueFullError past max_bytes, or
                               past a project's share of it (max_project_share)
     take(...)              -> a Batch of one project's oldest calls, held "in flight"
@@ -129,14 +130,24 @@ class _Project:
 class Reservation:
     """Room in a CallQueue held for one request's calls (CallQueue.reserve); released once."""
 
-    __slots__ = ("_queue", "nbytes")
+    __slots__ = ("_queue", "nbytes", "_projects")
 
-    def __init__(self, queue: CallQueue, nbytes: int) -> None:
+    def __init__(self, queue: CallQueue, nbytes: int, projects: tuple[str, ...]) -> None:
         self._queue = queue
         self.nbytes = nbytes
+        self._projects = projects
 
     def release(self) -> None:
-        self._queue._reserved_bytes -= self.nbytes
+        if not self.nbytes:
+            return
+        queue = self._queue
+        queue._reserved_bytes -= self.nbytes
+        for project in self._projects:
+            left = queue._reserved_project_bytes[project] - self.nbytes
+            if left:
+                queue._reserved_project_bytes[project] = left
+            else:
+                del queue._reserved_project_bytes[project]
         self.nbytes = 0
 
 
@@ -158,6 +169,7 @@ class CallQueue:
         self._in_flight_bytes = 0
         self._in_flight_calls = 0
         self._reserved_bytes = 0  # requests being mapped (reserve) and puts being committed
+        self._reserved_project_bytes: dict[str, int] = {}  # of requests being mapped, per project
         self._held: set[str] = set()  # projects with a batch waiting to be retried
         self._in_flight_since: dict[int, float] = {}  # id(batch) -> when its oldest call was put
         self._changed = asyncio.Event()
@@ -190,16 +202,20 @@ class CallQueue:
                 retry_after=QUEUE_FULL_RETRY_AFTER,
             )
 
-    def reserve(self, nbytes: int) -> Reservation:
-        """Hold `nbytes` of room for calls still to come (check_room's errors when there is none); put()
-        or release() gives it back."""
+    def reserve(self, nbytes: int, projects: Sequence[str] = ()) -> Reservation:
+        """Hold `nbytes` of room for calls still to come, in the queue and in the share of each of
+        `projects` (put's errors when there is none); put() or release() gives it back."""
         self.check_room(nbytes)
+        self._check_project_share(dict.fromkeys(projects, nbytes))
         self._reserved_bytes += nbytes
-        return Reservation(self, nbytes)
+        if nbytes:
+            for project in projects:
+                self._reserved_project_bytes[project] = self._reserved_project_bytes.get(project, 0) + nbytes
+        return Reservation(self, nbytes, tuple(projects))
 
     def _check_project_share(self, added: dict[str, int]) -> None:
         for project, nbytes in added.items():
-            held = self._project_bytes.get(project, 0)
+            held = self._project_bytes.get(project, 0) + self._reserved_project_bytes.get(project, 0)
             if held + nbytes > self.max_project_bytes:
                 raise QueueFullError(
                     f"the queue's share for project {project} is full ({held} of {self.max_project_bytes} bytes, "

@@ -22,7 +22,7 @@ from otel_bridge.mapping.rules import Rules
 from otel_bridge.mapping.span import map_span
 from otel_bridge.project import PROJECT_FORM, parse_project
 
-__all__ = ["CallHook", "MappedRequest", "map_resource_spans", "NO_PROJECT"]
+__all__ = ["CallHook", "MappedRequest", "map_resource_spans", "NO_PROJECT", "route"]
 
 # Called with each call (before it is serialized) and its span's attribute tree, by the per-trace stage
 # (otel_bridge/traces/), which may change the call; False: the stage holds it (MappedRequest.held).
@@ -108,6 +108,18 @@ def _resource_project(routing: dict[str, str]) -> tuple[str | None, str | None]:
     return candidate, None
 
 
+def route(routing: dict[str, str], *, header_project: str | None, default_project: str) -> tuple[str | None, str]:
+    """The project of a resource's spans, by the routing rules above: (project, "") or (None, why none)."""
+    project_id, reason = _resource_project(routing)
+    if project_id is not None or reason is not None:
+        return project_id, reason or ""
+    if header_project:
+        if parse_project(header_project) is None:
+            return None, f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
+        return header_project, ""
+    return (default_project, "") if default_project else (None, NO_PROJECT)
+
+
 def map_resource_spans(
     resource_spans: Iterable[ResourceSpans],
     *,
@@ -119,24 +131,16 @@ def map_resource_spans(
     """Route and map every span (decoded, so limits and redaction were applied and no call holds what they
     removed)."""
     result = MappedRequest()
-    header_error = None
-    if header_project and parse_project(header_project) is None:
-        header_error = f"header project_id {header_project!r} is not of the form {PROJECT_FORM}"
     for resources in resource_spans:
         resource = resources.resource
-        project_id, reason = _resource_project(resources.routing)
-        if project_id is None and reason is None:
-            reason = header_error
-            project_id = None if header_error else header_project or default_project or None
-            if project_id is None and reason is None:
-                reason = NO_PROJECT
+        project_id, reason = route(resources.routing, header_project=header_project, default_project=default_project)
         for scope_spans in resources.scope_spans:
             scope = scope_spans.scope
             scope_rules = rules.for_scope(scope["name"])
             for span in scope_spans.spans:
                 result.spans += 1
                 if project_id is None:
-                    result.reject(span, reason or NO_PROJECT)  # reason is set when project_id is not
+                    result.reject(span, reason)
                     continue
                 try:
                     call = map_span(
