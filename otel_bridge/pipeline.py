@@ -161,10 +161,10 @@ class Pipeline:
         # requests map one at a time (as on the loop) and their peak memory does not add up.
         self._mapping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapping")
         self.stage = stage
-        # Call bytes per request byte, over the last requests (0: none mapped yet): calls are JSON and repeat
-        # the attributes in otel_dump, so they take 2-3 times the protobuf they came from; a request
-        # reserves about that.
-        self._expansion = 0.0
+        # A call takes about MIN_CALL_BYTES plus this many bytes per protobuf byte of its span: calls are
+        # JSON and repeat content in otel_dump (about 1.8 for LLM spans). Learned from the last requests
+        # (0 until one is mapped), so a request reserves about what its calls will take.
+        self._bytes_per_byte = 0.0
 
     def close(self) -> None:
         self._mapping.shutdown(wait=True)
@@ -200,14 +200,14 @@ class Pipeline:
             least = max(len(data), counted * MIN_CALL_BYTES)
             projects = decoded.projects(header_project=header_project, default_project=self.default_project)
             most = self.queue.max_project_bytes if projects else self.queue.max_bytes
-            expected = max(least, min(int(len(data) * self._expansion), most))
+            expected = max(least, min(counted * MIN_CALL_BYTES + int(len(data) * self._bytes_per_byte), most))
             reservation = self.queue.reserve(expected, projects)
             try:
                 traced = self.stage.begin()
                 mapped = await loop.run_in_executor(self._mapping, self.map, decoded, header_project, traced.on_call)
                 spans = mapped.spans
                 report.spans_received(spans)
-                self._learn_expansion(len(data), mapped)
+                self._learn_call_size(len(data), mapped)
                 refused = self._refuse_blocked(mapped, report)
                 if mapped.calls:
                     await self.queue.put(mapped.calls, reservation)
@@ -228,13 +228,13 @@ class Pipeline:
             report.spans_refused("invalid", mapped.rejected - refused)
         return ExportResult(mapped.rejected, mapped.error_message())
 
-    def _learn_expansion(self, request_bytes: int, mapped: MappedRequest) -> None:
+    def _learn_call_size(self, request_bytes: int, mapped: MappedRequest) -> None:
         if not request_bytes or not mapped.accepted:
             return
         call_bytes = sum(len(call) for calls in mapped.calls.values() for call in calls)
         call_bytes += sum(len(held[3]) for held in mapped.held)
-        ratio = call_bytes / request_bytes
-        self._expansion = 0.75 * self._expansion + 0.25 * ratio if self._expansion else ratio
+        sample = max(0, call_bytes - mapped.accepted * MIN_CALL_BYTES) / request_bytes
+        self._bytes_per_byte = 0.75 * self._bytes_per_byte + 0.25 * sample if self._bytes_per_byte else sample
 
     async def export_logs(self, data: bytes, *, transport: str) -> int:
         """Join the GenAI records of a serialized ExportLogsServiceRequest to their spans' calls (traces/);
