@@ -196,7 +196,9 @@ class Pipeline:
             # The room its calls are expected to take is held while it maps, in the queue and in each of its
             # projects' shares: requests waiting for the mapping thread would otherwise all pass, be mapped,
             # and be refused at put() but one (under overload, 5 requests mapped for each one queued). At
-            # most a share is expected, so an empty queue always takes a request that can fit.
+            # most a share is expected, so an empty queue always takes a request that can fit. A request for
+            # several projects holds the whole of it in each share: not knowing their spans' split, the
+            # safe side is refusing early, never mapping for nothing.
             least = max(len(data), counted * MIN_CALL_BYTES)
             projects = decoded.projects(header_project=header_project, default_project=self.default_project)
             most = self.queue.max_project_bytes if projects else self.queue.max_bytes
