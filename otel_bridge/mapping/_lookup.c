@@ -61,6 +61,24 @@ static PyObject *find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(value);
 }
 
+/* The value of one (key, path) source in `tree` (a dict): 1 and *value (borrowed) when present and not None,
+ * 0 when absent, -1 on an error. */
+static int source_value(PyObject *tree, PyObject *source, PyObject **value) {
+    if (!PyTuple_Check(source) || PyTuple_GET_SIZE(source) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a source must be a (key, path) tuple");
+        return -1;
+    }
+    PyObject *path = PyTuple_GET_ITEM(source, 1);
+    if (check_path(path) < 0) return -1;
+    if (PyTuple_GET_SIZE(path) == 0) return 0; /* the reference reads path[0]: no rule has an empty path */
+    /* Most sources belong to conventions the span does not use: one dict probe rules them out. */
+    int present = PyDict_Contains(tree, PyTuple_GET_ITEM(path, 0));
+    if (present <= 0) return present;
+    *value = find_in(tree, path);
+    if (!*value) return PyErr_Occurred() ? -1 : 0;
+    return 1;
+}
+
 /* The first (key, path) source present in `tree` whose value passes: truthy (truthy=1) or not None.
  * Sets *key to the source's key (borrowed); returns the value (borrowed) or NULL. */
 static PyObject *first_source(PyObject *tree, PyObject *sources, int truthy, PyObject **key) {
@@ -74,23 +92,10 @@ static PyObject *first_source(PyObject *tree, PyObject *sources, int truthy, PyO
     }
     Py_ssize_t n = PyTuple_GET_SIZE(sources);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *source = PyTuple_GET_ITEM(sources, i);
-        if (!PyTuple_Check(source) || PyTuple_GET_SIZE(source) != 2) {
-            PyErr_SetString(PyExc_TypeError, "a source must be a (key, path) tuple");
-            return NULL;
-        }
-        PyObject *path = PyTuple_GET_ITEM(source, 1);
-        if (check_path(path) < 0) return NULL;
-        if (PyTuple_GET_SIZE(path) == 0) continue; /* the reference reads path[0]: no rule has an empty path */
-        /* Most sources belong to conventions the span does not use: one dict probe rules them out. */
-        int present = PyDict_Contains(tree, PyTuple_GET_ITEM(path, 0));
-        if (present < 0) return NULL;
-        if (!present) continue;
-        PyObject *value = find_in(tree, path);
-        if (!value) {
-            if (PyErr_Occurred()) return NULL;
-            continue;
-        }
+        PyObject *source = PyTuple_GET_ITEM(sources, i), *value;
+        int found = source_value(tree, source, &value);
+        if (found < 0) return NULL;
+        if (!found) continue;
         if (truthy) {
             int yes = PyObject_IsTrue(value);
             if (yes < 0) return NULL;
@@ -274,22 +279,10 @@ static PyObject *counts(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyObject *sources = PyTuple_GET_ITEM(row, 1);
         Py_ssize_t n = PyTuple_GET_SIZE(sources);
         for (Py_ssize_t k = 0; k < n; k++) {
-            PyObject *source = PyTuple_GET_ITEM(sources, k);
-            if (!PyTuple_Check(source) || PyTuple_GET_SIZE(source) != 2) {
-                PyErr_SetString(PyExc_TypeError, "a source must be a (key, path) tuple");
-                goto fail;
-            }
-            PyObject *path = PyTuple_GET_ITEM(source, 1);
-            if (check_path(path) < 0) goto fail;
-            if (PyTuple_GET_SIZE(path) == 0) continue;
-            int present = PyDict_Contains(tree, PyTuple_GET_ITEM(path, 0));
+            PyObject *value;
+            int present = source_value(tree, PyTuple_GET_ITEM(sources, k), &value);
             if (present < 0) goto fail;
             if (!present) continue;
-            PyObject *value = find_in(tree, path);
-            if (!value) {
-                if (PyErr_Occurred()) goto fail;
-                continue;
-            }
             PyObject *count = as_int(module, value);
             if (!count) goto fail;
             if (count == Py_None) {
