@@ -148,6 +148,19 @@ def test_stop_finishes_the_request_in_hand_and_closes_idle_connections(upstream,
     assert [c["op_name"] for c in upstream.calls] == ["in hand"]
 
 
+def _connect_with_small_buffers(sock: socket.socket, server):
+    """Connect `sock` to `server` with small kernel buffers on both sides, so answers the client does not
+    read pile up where the test can see them; returns the server's side of the connection."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    deadline = time.monotonic() + 5
+    while not server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (connection,) = server.connections
+    connection._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return connection
+
+
 def test_a_client_that_pipelines_requests_and_reads_no_answers_is_held_back(start_bridge):
     """Answers pile up in the server only to the transport's high-water mark: the server stops reading the
     client's next requests until the client reads, and then answers every one of them."""
@@ -156,14 +169,7 @@ def test_a_client_that_pipelines_requests_and_reads_no_answers_is_held_back(star
     count = 20_000
     requests = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * count  # ~150-byte answers: 3 MB of them
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        deadline = time.monotonic() + 5
-        while not server.connections and time.monotonic() < deadline:
-            time.sleep(0.01)
-        (connection,) = server.connections
-        # Small kernel buffers on both sides, so what is not read piles up where the test can see it.
-        connection._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        connection = _connect_with_small_buffers(sock, server)
         sender = threading.Thread(target=sock.sendall, args=(requests,), daemon=True)
         sender.start()
         time.sleep(1.0)  # the server answers until the client's receive buffer, then its own, is full
@@ -178,13 +184,7 @@ def test_a_client_that_never_reads_its_answers_loses_its_connection_after_the_id
     bridge = start_bridge(bridge_settings(receiver={"http": {"endpoint": "127.0.0.1:0", "idle_timeout": "500ms"}}))
     server = bridge.bridge.http
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        deadline = time.monotonic() + 5
-        while not server.connections and time.monotonic() < deadline:
-            time.sleep(0.01)
-        (connection,) = server.connections
-        connection._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        _connect_with_small_buffers(sock, server)
 
         def send() -> None:
             try:
